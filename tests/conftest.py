@@ -1,0 +1,20 @@
+"""Suite-wide JAX settings: strict dtype promotion and no implicit rank promotion.
+
+They turn silent broadcasting and dtype-widening bugs into errors.
+"""
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture
+def key():
+    """A fresh, fixed PRNG key for each test."""
+    return jax.random.key(0)
