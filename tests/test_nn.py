@@ -1,0 +1,492 @@
+"""Tests for jnn.nn: numerics against NumPy / Flax, jit, vmap, grad, state, errors, summary."""
+
+import itertools
+import math
+
+import chex
+import flax.linen as fnn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jnn import init as jinit
+from jnn import nn
+from jnn._tree import map_with_names, named_leaves
+
+
+def _flax():
+    """Flax internals broadcast implicitly; relax the suite's strict settings around them."""
+    return _Both(jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"))
+
+
+class _Both:
+    def __init__(self, *cms):
+        self.cms = cms
+
+    def __enter__(self):
+        for cm in self.cms:
+            cm.__enter__()
+
+    def __exit__(self, *exc):
+        for cm in reversed(self.cms):
+            cm.__exit__(*exc)
+
+
+def _rand(seed, shape, dtype=np.float32):
+    return np.random.default_rng(seed).normal(size=shape).astype(dtype)
+
+
+def _fake_init(layer, shape, dtype=jnp.float32, seed=0):
+    """Random params/state with the shapes ``layer.init`` gives, without compiling an init.
+
+    (Compiling ``jax.random.normal`` once per kernel shape dominates the suite's run time on a
+    small CPU; ``jax.eval_shape`` gives the shapes for free.)
+    """
+    p_shapes, s_shapes = jax.eval_shape(lambda k: layer.init(k, shape, dtype), jax.random.key(0))
+    rng = np.random.default_rng(seed)
+
+    def fill(name, leaf):
+        leaf_name = name.split("/")[-1]
+        if leaf_name == "var":
+            return jnp.asarray(rng.uniform(0.5, 2.0, leaf.shape), leaf.dtype)
+        if leaf_name == "scale":
+            return jnp.asarray(1 + 0.2 * rng.normal(size=leaf.shape), leaf.dtype)
+        return jnp.asarray(0.5 * rng.normal(size=leaf.shape), leaf.dtype)
+
+    return map_with_names(fill, p_shapes), map_with_names(fill, s_shapes)
+
+
+# ----------------------------------------------------------------------------- core / Serial
+
+
+def test_serial_smoke_and_param_paths(key):
+    net = nn.Serial(nn.Dense(16), nn.Relu(), nn.Dropout(0.5), nn.BatchNorm(), nn.Dense(3))
+    params, state = net.init(key, (4, 8))
+    assert nn.layer_names(net) == ("dense_0", "relu_1", "dropout_2", "batchnorm_3", "dense_4")
+    assert list(named_leaves(params)) == [
+        "batchnorm_3/offset",
+        "batchnorm_3/scale",
+        "dense_0/b",
+        "dense_0/w",
+        "dense_4/b",
+        "dense_4/w",
+    ]
+    assert set(params) == set(state) == set(nn.layer_names(net))
+    assert list(named_leaves(state)) == ["batchnorm_3/mean", "batchnorm_3/var"]
+    chex.assert_shape(params["dense_0"]["w"], (8, 16))
+    chex.assert_shape(params["dense_4"]["w"], (16, 3))
+    x = jnp.asarray(_rand(0, (4, 8)))
+    y, new_state, inter = net.apply_intermediates(params, state, x, key=key, train=True)
+    chex.assert_shape(y, (4, 3))
+    assert list(inter) == list(nn.layer_names(net))
+    chex.assert_trees_all_close(inter["dense_4"], y)
+    # Reference: the same computation in NumPy, layer by layer from the intermediates.
+    h = np.asarray(x) @ np.asarray(params["dense_0"]["w"]) + np.asarray(params["dense_0"]["b"])
+    np.testing.assert_allclose(inter["dense_0"], h, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(inter["relu_1"], np.maximum(h, 0), rtol=1e-5, atol=1e-6)
+    y_eval, eval_state = net.apply(params, state, x)
+    chex.assert_trees_all_equal(eval_state, state)
+    chex.assert_shape(y_eval, (4, 3))
+
+
+def test_serial_per_layer_keys_are_folded(key):
+    net = nn.Serial(nn.Dropout(0.5), nn.Dropout(0.5))
+    x = jnp.ones((1, 1000))
+    params, state = _fake_init(net, x.shape)
+    _, _, inter = net.apply_intermediates(params, state, x, key=key, train=True)
+    ref0, _ = nn.Dropout(0.5).apply({}, {}, x, key=jax.random.fold_in(key, 0), train=True)
+    chex.assert_trees_all_equal(inter["dropout_0"], ref0)
+    ref1, _ = nn.Dropout(0.5).apply({}, {}, ref0, key=jax.random.fold_in(key, 1), train=True)
+    chex.assert_trees_all_equal(inter["dropout_1"], ref1)
+
+
+def test_layers_are_hashable_and_frozen():
+    net = nn.Serial(nn.Dense(3), nn.Relu())
+    assert hash(net) == hash(nn.Serial(nn.Dense(3), nn.Relu()))
+    assert net == nn.Serial(nn.Dense(3), nn.Relu())
+    with pytest.raises(AttributeError):
+        net.layers = ()
+    with pytest.raises(AttributeError):
+        nn.Dense(3).features = 4
+
+
+# ----------------------------------------------------------------------------- Dense, Maxout
+
+
+def test_dense_matches_numpy_and_inits(key):
+    layer = nn.Dense(5)
+    params, state = _fake_init(layer, (3, 4))
+    x = _rand(1, (3, 4))
+    y, _ = layer.apply(params, state, jnp.asarray(x))
+    ref = x @ np.asarray(params["w"]) + np.asarray(params["b"])
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
+    # Default w_init is LeCun normal: std 1/sqrt(fan_in).
+    big, state = nn.Dense(400).init(key, (1, 400))
+    assert state == {}
+    assert abs(float(jnp.std(big["w"])) - 1 / 20) < 0.05 / 20
+    np.testing.assert_array_equal(big["b"], np.zeros(400, np.float32))
+    custom, _ = nn.Dense(400, w_init=jinit.normal(0.01), b_init=jinit.constant(0.1)).init(
+        key, (1, 400)
+    )
+    assert abs(float(jnp.std(custom["w"])) - 0.01) < 0.0005
+    np.testing.assert_allclose(custom["b"], np.full(400, 0.1, np.float32))
+
+
+def test_maxout_matches_numpy(key):
+    layer = nn.Maxout(4, pieces=3)
+    params, _ = _fake_init(layer, (2, 5))
+    chex.assert_shape(params["w"], (5, 12))
+    x = _rand(2, (2, 5))
+    y, _ = layer.apply(params, {}, jnp.asarray(x))
+    z = x @ np.asarray(params["w"]) + np.asarray(params["b"])
+    ref = np.stack([z[:, j * 3 : (j + 1) * 3].max(axis=1) for j in range(4)], axis=1)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- Conv
+
+
+def _conv_cases():
+    return [((5,), 1, "SAME"), ((4,), 3, "VALID"), ((3, 3), 1, "VALID"), ((3, 2), (2, 1), "SAME")]
+
+
+@pytest.mark.parametrize(("kernel", "strides", "padding"), _conv_cases())
+def test_conv_lowerings_match_flax(key, kernel, strides, padding):
+    spatial = (11,) if len(kernel) == 1 else (9, 8)
+    shape = (2, *spatial, 3)
+    x = jnp.asarray(_rand(3, shape))
+    params, _ = _fake_init(nn.Conv(4, kernel, strides, padding), shape)
+    ref_layer = fnn.Conv(4, kernel_size=kernel, strides=strides, padding=padding)
+    with _flax():
+        ref = ref_layer.apply({"params": {"kernel": params["w"], "bias": params["b"]}}, x)
+    for lowering in ("im2col", "xla"):
+        layer = nn.Conv(4, kernel, strides, padding, lowering=lowering)
+        y = jax.jit(lambda p, x, layer=layer: layer.apply(p, {}, x)[0])(params, x)
+        np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5, err_msg=lowering)
+
+
+def test_conv_lowerings_agree_float64(key):
+    with jax.enable_x64(True):
+        for kernel, strides, padding in [((3,), 2, "SAME"), ((2, 3), (1, 2), "VALID")]:
+            spatial = (10,) if len(kernel) == 1 else (7, 9)
+            shape = (2, *spatial, 2)
+            x = jnp.asarray(_rand(4, shape, np.float64))
+            params, _ = _fake_init(nn.Conv(3, kernel, strides, padding), shape, jnp.float64)
+            assert params["w"].dtype == jnp.float64
+            ys = [
+                jax.jit(nn.Conv(3, kernel, strides, padding, lowering=lw).apply)(params, {}, x)[0]
+                for lw in ("im2col", "xla")
+            ]
+            assert ys[0].dtype == ys[1].dtype == jnp.float64
+            np.testing.assert_allclose(ys[0], ys[1], rtol=1e-12, atol=1e-12)
+
+
+def test_conv_default_lowering_by_backend():
+    assert nn.default_lowering() == ("im2col" if jax.default_backend() == "cpu" else "xla")
+    with pytest.raises(ValueError, match="lowering"):
+        nn.Conv(3, 3, lowering="fft")
+
+
+# ----------------------------------------------------------------------------- pooling
+
+
+def _np_pool(x, window, strides, padding, op):
+    d = len(window)
+    spatial = x.shape[1:-1]
+    if padding == "SAME":
+        pads = []
+        for n, k, s in zip(spatial, window, strides, strict=True):
+            out = -(-n // s)
+            total = max((out - 1) * s + k - n, 0)
+            pads.append((total // 2, total - total // 2))
+        fill = -np.inf if op == "max" else 0.0
+        x = np.pad(x, [(0, 0), *pads, (0, 0)], constant_values=fill)
+    out_sizes = [(n - k) // s + 1 for n, k, s in zip(x.shape[1:-1], window, strides, strict=True)]
+    y = np.zeros((x.shape[0], *out_sizes, x.shape[-1]), x.dtype)
+    for idx in itertools.product(*(range(o) for o in out_sizes)):
+        sl = tuple(slice(i * s, i * s + k) for i, s, k in zip(idx, strides, window, strict=True))
+        patch = x[(slice(None), *sl, slice(None))]
+        axes = tuple(range(1, d + 1))
+        val = patch.max(axis=axes) if op == "max" else patch.sum(axis=axes) / math.prod(window)
+        y[(slice(None), *idx, slice(None))] = val
+    return y
+
+
+@pytest.mark.parametrize(
+    ("window", "strides", "padding"),
+    [(2, None, "VALID"), (3, 2, "SAME"), ((2, 2), None, "VALID"), ((3, 2), (2, 1), "SAME")],
+)
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pools_match_numpy(window, strides, padding, kind):
+    win = (window,) if isinstance(window, int) else window
+    x = _rand(5, (2, 7, 3) if len(win) == 1 else (2, 7, 6, 3))
+    st = (
+        win if strides is None else ((strides,) * len(win) if isinstance(strides, int) else strides)
+    )
+    ref = _np_pool(x, win, st, padding, kind)
+    cls = nn.MaxPool if kind == "max" else nn.AvgPool
+    for lowering in ("im2col", "xla"):
+        layer = cls(window, strides, padding, lowering=lowering)
+        y, _ = jax.jit(lambda x, layer=layer: layer.apply({}, {}, x))(jnp.asarray(x))
+        np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6, err_msg=lowering)
+
+
+# ----------------------------------------------------------------------------- Dropout
+
+
+def test_dropout_scaling_and_eval_identity(key):
+    layer = nn.Dropout(0.3)
+    x = jnp.asarray(np.abs(_rand(6, (200, 100))) + 0.1)
+    y, _ = layer.apply({}, {}, x, key=key, train=True)
+    kept = np.asarray(y) != 0
+    np.testing.assert_allclose(np.asarray(y)[kept], np.asarray(x)[kept] / 0.7, rtol=1e-6)
+    assert abs(kept.mean() - 0.7) < 0.01  # 20,000 draws: std of the mean ~ 0.003
+    assert abs(float(y.mean()) / float(x.mean()) - 1) < 0.02  # inverted scaling keeps E[y] = x
+    chex.assert_trees_all_equal(layer.apply({}, {}, x)[0], x)
+    chex.assert_trees_all_equal(layer.apply({}, {}, x, key=key)[0], x)
+    with pytest.raises(ValueError, match="key"):
+        layer.apply({}, {}, x, train=True)
+    with pytest.raises(ValueError, match="drop probability"):
+        nn.Dropout(1.0)
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+
+@pytest.mark.parametrize("shape", [(8, 5), (4, 6, 5, 3)])
+def test_batchnorm_matches_flax_train_and_eval(key, shape):
+    layer = nn.BatchNorm(momentum=0.8, eps=1e-3)
+    params, state = layer.init(key, shape)
+    params = {"scale": jnp.linspace(0.5, 1.5, shape[-1]), "offset": jnp.linspace(-1, 1, shape[-1])}
+    x = jnp.asarray(_rand(7, shape) * 3 + 2)
+    ref = fnn.BatchNorm(momentum=0.8, epsilon=1e-3)
+    variables = {
+        "params": {"scale": params["scale"], "bias": params["offset"]},
+        "batch_stats": {"mean": state["mean"], "var": state["var"]},
+    }
+    y, new_state = layer.apply(params, state, x, train=True)
+    with _flax():
+        y_ref, upd = ref.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+    np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(new_state["mean"], upd["batch_stats"]["mean"], rtol=1e-5)
+    np.testing.assert_allclose(new_state["var"], upd["batch_stats"]["var"], rtol=1e-4)
+    # NumPy: the running mean moves 20% of the way to the per-channel batch mean.
+    axes = tuple(range(len(shape) - 1))
+    np.testing.assert_allclose(new_state["mean"], 0.2 * np.asarray(x).mean(axis=axes), rtol=1e-5)
+    # Eval: running statistics, state returned unchanged.
+    y_eval, same = layer.apply(params, new_state, x, train=False)
+    chex.assert_trees_all_equal(same, new_state)
+    variables["batch_stats"] = upd["batch_stats"]
+    with _flax():
+        y_eval_ref = ref.apply(variables, x, use_running_average=True)
+    np.testing.assert_allclose(y_eval, y_eval_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_batchnorm_normalises_per_channel(key):
+    x = jnp.asarray(_rand(8, (16, 4, 4, 3)) * 5 - 3)
+    params, state = nn.BatchNorm().init(key, x.shape)  # scale 1, offset 0
+    y, _ = nn.BatchNorm().apply(params, state, x, train=True)
+    np.testing.assert_allclose(np.asarray(y).mean(axis=(0, 1, 2)), np.zeros(3), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(y).var(axis=(0, 1, 2)), np.ones(3), rtol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (2, 3, 4, 5)])
+def test_layernorm_matches_flax(key, shape):
+    layer = nn.LayerNorm()
+    params, _ = layer.init(key, shape)
+    params = {"scale": jnp.linspace(0.5, 1.5, shape[-1]), "offset": jnp.linspace(-1, 1, shape[-1])}
+    x = jnp.asarray(_rand(9, shape) * 2 + 1)
+    y, _ = layer.apply(params, {}, x)
+    with _flax():
+        ref = fnn.LayerNorm(epsilon=1e-5).apply(
+            {"params": {"scale": params["scale"], "bias": params["offset"]}}, x
+        )
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_instancenorm_matches_numpy(key):
+    shape = (3, 5, 4, 2)
+    layer = nn.InstanceNorm()
+    params = {"scale": jnp.asarray([0.5, 2.0]), "offset": jnp.asarray([1.0, -1.0])}
+    x = _rand(10, shape) * 3 + 1
+    y, _ = layer.apply(params, {}, jnp.asarray(x))
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    var = x.var(axis=(1, 2), keepdims=True)
+    ref = (x - mean) / np.sqrt(var + 1e-5) * np.array([0.5, 2.0]) + np.array([1.0, -1.0])
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
+    p0, s0 = layer.init(key, shape)
+    np.testing.assert_array_equal(p0["scale"], np.ones(2, np.float32))
+    assert s0 == {}
+
+
+# ----------------------------------------------------------------------------- jit / vmap / grad
+
+
+def _nets():
+    """Networks that between them contain every layer type (and both lowerings)."""
+    acts = [nn.Relu(), nn.LeakyRelu(0.1), nn.Sigmoid(), nn.Tanh(), nn.Elu(), nn.Selu()]
+    acts += [nn.Gelu(), nn.Gelu(approximate=True), nn.Swish()]
+    dense = nn.Serial(
+        nn.Dense(6),
+        nn.BatchNorm(),
+        *[nn.Serial(a, nn.Dense(6)) for a in acts],
+        nn.Dropout(0.3),
+        nn.Maxout(4),
+        nn.LayerNorm(),
+        nn.Dense(3),
+    )
+    conv1d = nn.Serial(
+        nn.Conv(4, 3),
+        nn.BatchNorm(),
+        nn.Relu(),
+        nn.InstanceNorm(),
+        nn.MaxPool(2),
+        nn.Conv(4, 2, strides=2, padding="VALID"),
+        nn.AvgPool(2, 1, "SAME"),
+        nn.Flatten(),
+        nn.Dense(2),
+    )
+    conv2d = nn.Serial(
+        nn.Conv(3, (2, 2), lowering="xla"),
+        nn.MaxPool((2, 2), lowering="xla"),
+        nn.Conv(3, (3, 2), strides=(2, 1), lowering="im2col"),
+        nn.AvgPool((2, 2), padding="SAME", lowering="xla"),
+        nn.Flatten(),
+        nn.Dense(2),
+    )
+    return [(dense, (5, 4)), (conv1d, (3, 12, 2)), (conv2d, (2, 6, 5, 2))]
+
+
+@pytest.mark.parametrize(("net", "shape"), _nets(), ids=["dense", "conv1d", "conv2d"])
+def test_grad_through_every_layer_matches_finite_differences(net, shape):
+    """Directional derivative of sum(y * r) (train mode, dropout on) vs a central difference."""
+    with jax.enable_x64(True):
+        params, state = _fake_init(net, shape, jnp.float64)
+        x = jnp.asarray(_rand(11, shape, np.float64))
+        out = jax.eval_shape(lambda p, x: net.apply(p, state, x)[0], params, x)
+        r = jnp.asarray(_rand(12, out.shape, np.float64))
+
+        def f(p, x):
+            y, _ = net.apply(p, state, x, key=jax.random.key(2), train=True)
+            return jnp.sum(y * r)
+
+        # One compiled function serves both the gradient and the finite differences.
+        value_and_grad = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))
+        _, (gp, gx) = value_and_grad(params, x)
+        assert gx.dtype == jnp.float64
+        # Every weighted layer gets a gradient.
+        for name, g in named_leaves(gp).items():
+            assert float(jnp.abs(g).max()) > 0, name
+        rng = np.random.default_rng(13)
+        vp = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape)), params)
+        vx = jnp.asarray(rng.normal(size=x.shape))
+        eps = 1e-6
+        plus, _ = value_and_grad(jax.tree.map(lambda a, v: a + eps * v, params, vp), x + eps * vx)
+        minus, _ = value_and_grad(jax.tree.map(lambda a, v: a - eps * v, params, vp), x - eps * vx)
+        numeric = (plus - minus) / (2 * eps)
+        grads, dirs = jax.tree.leaves((gp, gx)), jax.tree.leaves((vp, vx))
+        analytic = sum(jnp.vdot(g, v) for g, v in zip(grads, dirs, strict=True))
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-6)
+
+
+def test_vmap_ensemble_of_layers():
+    """vmap init over keys and apply over stacked params == each member on its own."""
+    net = nn.Serial(
+        nn.Conv(4, 3),
+        nn.BatchNorm(),
+        nn.Relu(),
+        nn.MaxPool(2),
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Dense(2),
+    )
+    shape = (3, 8, 2)
+    keys = jax.random.split(jax.random.key(3), 3)
+    params, state = jax.jit(jax.vmap(lambda k: net.init(k, shape)))(keys)
+    chex.assert_shape(params["conv_0"]["w"], (3, 3, 2, 4))
+    assert float(jnp.abs(params["dense_6"]["w"][0] - params["dense_6"]["w"][1]).max()) > 0
+    x = jnp.asarray(_rand(14, shape))
+    dkey = jax.random.key(4)
+    apply = jax.jit(jax.vmap(lambda p, s: net.apply(p, s, x, key=dkey, train=True)))
+    ys, new_states = apply(params, state)
+    single = jax.jit(lambda p, s: net.apply(p, s, x, key=dkey, train=True))
+    for i in range(3):
+        member = jax.tree.map(lambda a, i=i: a[i], (params, state))
+        y_i, st_i = single(*member)
+        np.testing.assert_allclose(ys[i], y_i, rtol=1e-4, atol=1e-5)
+        chex.assert_trees_all_close(jax.tree.map(lambda a, i=i: a[i], new_states), st_i, rtol=1e-5)
+    assert float(jnp.abs(ys[0] - ys[1]).max()) > 1e-3  # members differ
+
+
+def test_float64_network_stays_float64(key):
+    net = nn.Serial(nn.Conv(4, 3), nn.BatchNorm(), nn.Relu(), nn.MaxPool(2), nn.Flatten())
+    net = nn.Serial(*net.layers, nn.Maxout(3), nn.LayerNorm(), nn.Dense(3))
+    with jax.enable_x64(True):
+        shapes = jax.eval_shape(lambda k: net.init(k, (2, 8, 1), jnp.float64), key)
+        assert {a.dtype for a in jax.tree.leaves(shapes)} == {jnp.dtype(jnp.float64)}
+        params, state = _fake_init(net, (2, 8, 1), jnp.float64)
+        apply = jax.jit(lambda p, s, x: net.apply(p, s, x, train=True))
+        y, new_state = apply(params, state, jnp.ones((2, 8, 1), jnp.float64))
+        assert y.dtype == jnp.float64
+        assert {a.dtype for a in jax.tree.leaves(new_state)} == {jnp.dtype(jnp.float64)}
+
+
+# ----------------------------------------------------------------------------- count / summary
+
+
+def test_count_params(key):
+    net = nn.Serial(nn.Conv(8, (3, 3)), nn.BatchNorm(), nn.Flatten(), nn.Maxout(5, 3), nn.Dense(2))
+    params, _ = jax.eval_shape(lambda k: net.init(k, (1, 4, 4, 2)), key)
+    expected = (3 * 3 * 2 * 8 + 8) + (2 * 8) + (128 * 15 + 15) + (5 * 2 + 2)
+    assert nn.count_params(params) == expected
+
+
+def test_summary_single_layer_and_list_hyperparameters():
+    text = nn.summary(nn.Conv(4, [3, 3], strides=[1, 2]), (2, 8, 8, 3))
+    assert "conv" in text and "(2, 8, 4, 4)" in text and f"{3 * 3 * 3 * 4 + 4:,}" in text
+    assert "1-layer network (0 hidden + output)" in text
+    hash(nn.Conv(4, [3, 3], strides=[1, 2]))
+    hash(nn.MaxPool([2, 2]))
+
+
+def test_summary_depth_and_no_allocation():
+    net = nn.Serial(nn.Dense(100), nn.Relu(), nn.Dense(100), nn.Relu(), nn.Dense(10))
+    text = nn.summary(net, (32, 784))
+    assert "3-layer network (2 hidden + output)" in text
+    assert f"{784 * 100 + 100 + 100 * 100 + 100 + 100 * 10 + 10:,}" in text
+    assert "dense_4" in text and "(32, 10)" in text
+    # 10^10 float32 parameters (40 GB): only possible without allocating.
+    huge = nn.Serial(nn.Dense(100_000), nn.Relu(), nn.Dense(1))
+    text = nn.summary(huge, (1, 100_000))
+    assert "10,000,100,000" in text
+    assert "2-layer network (1 hidden + output)" in text
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_dense_wrong_features_error_names_layer_and_shapes(key):
+    layer = nn.Dense(10)
+    params, _ = _fake_init(layer, (1, 64))
+    x = jnp.ones((2, 63))
+    for fn in (layer.apply, jax.jit(layer.apply)):
+        with pytest.raises(ValueError, match=r"Dense\(features=10\).*64.*63"):
+            fn(params, {}, x)
+
+
+def test_conv_rank_error_names_layer_and_shapes(key):
+    layer = nn.Conv(8, (3, 3))
+    with pytest.raises(
+        ValueError, match=r"Conv\(features=8, kernel_size=\(3, 3\)\).*rank 4.*\(2, 63\)"
+    ):
+        layer.init(key, (2, 63))
+    params, _ = _fake_init(layer, (2, 5, 5, 3))
+    with pytest.raises(ValueError, match=r"Conv.*rank 4.*rank 2"):
+        jax.jit(layer.apply)(params, {}, jnp.ones((2, 63)))
+    with pytest.raises(ValueError, match=r"Conv.*3 input channels.*got 4"):
+        layer.apply(params, {}, jnp.ones((2, 5, 5, 4)))
+    with pytest.raises(TypeError, match=r"Serial item 1 .*init/apply"):
+        nn.Serial(nn.Dense(3), "relu")
+    with pytest.raises(ValueError, match=r"Dense\(features=3\).*rank >= 2"):
+        nn.Serial(nn.Relu(), nn.Dense(3)).init(key, (5,))
