@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import matplotlib.image
 import numpy as np
 import pytest
 
@@ -206,29 +207,35 @@ def test_cnn_model_shapes():
     assert params[f"dense_{len(model.layers) - 1}"]["w"].shape == (5 * 64, 10)
 
 
-def test_cnn_trains_end_to_end_on_digits(tmp_path):
-    out = tmp_path / "cnn"
-    argv = [
-        "train",
-        "--model",
-        "cnn",
-        "--widths",
-        "4,4",
-        "--kernel-size",
-        "3",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "256",
-        "--no-progress",
-        "--out",
-        str(out),
+def test_cnn_first_layer_kernels_are_plotted(tmp_path, key):
+    # the CNN path of the run folder's plots, without paying for a training run
+    import jax
+
+    config = cli._finish_config(
+        cli.build_parser().parse_args(["train", "--model", "cnn", "--widths", "4,4"])
+    )
+    model = cli.build_model(config, 10, (8, 8, 1))
+    params, state = model.init(key, (2, 8, 8, 1))
+    x = jax.random.normal(key, (16, 8, 8, 1))
+    from jnn import monitor
+
+    stats = monitor.activation_stats(model, params, state, x)
+    history = [
+        {
+            "epoch": 1,
+            "train_loss": 2.0,
+            "train_acc": 0.2,
+            "val_loss": 2.1,
+            "val_acc": 0.2,
+            "update_ratio": {"conv_0/w": 1e-3},
+        }
     ]
-    assert cli.main(argv) == 0
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert set(records[0]["update_ratio"]) == {"conv_0/w", "conv_3/w", "dense_8/w"}
-    # 3x3 kernels of the first conv layer drawn as images
-    assert (out / "first_layer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    splits = {"image_shape": (8, 8, 1)}
+    written = cli._write_plots(tmp_path, history, stats, params, splits, config)
+    assert written["first_layer"] == "first_layer.png"
+    image = matplotlib.image.imread(tmp_path / "first_layer.png")
+    assert image.shape[0] > 100
+    assert set(written) == {"loss", "accuracy", "update_ratio", "activations", "first_layer"}
 
 
 def test_check_runs_sanity_and_gradient_checks(capsys):
