@@ -80,8 +80,15 @@ def init(model, optimizer, key, input_shape, dtype=None) -> TrainState:
       ``TrainState(params, model_state, opt_state, step=0)``.
     """
     kwargs = {} if dtype is None else {"dtype": dtype}
-    params, model_state = model.init(key, tuple(input_shape), **kwargs)
-    return TrainState(params, model_state, optimizer.init(params), jnp.zeros((), jnp.int32))
+    input_shape = tuple(input_shape)
+
+    # One compiled program instead of one small eager dispatch (and compile) per leaf.
+    @jax.jit
+    def build(key):
+        params, model_state = model.init(key, input_shape, **kwargs)
+        return TrainState(params, model_state, optimizer.init(params), jnp.zeros((), jnp.int32))
+
+    return build(key)
 
 
 def _accuracy(outputs, targets):
@@ -494,6 +501,13 @@ def fit(
     best = state
     best_acc, since_best, stopped = -math.inf, 0, None
     ckpt = _Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
+    if ckpt is not None and not resume and ckpt.manager.latest_step() is not None:
+        latest = ckpt.manager.latest_step()
+        ckpt.close()
+        raise ValueError(
+            f"checkpoint_dir {os.fspath(checkpoint_dir)!r} already holds a run (epoch {latest}); "
+            "pass resume=True to continue it, or use an empty folder."
+        )
 
     def meta(epoch):
         return {

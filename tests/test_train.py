@@ -229,6 +229,12 @@ def test_resume_is_bitwise_identical(digits, tmp_path):
     assert resumed.history[-1]["train_loss"] == full.history[-1]["train_loss"]
 
 
+def test_existing_checkpoint_without_resume_is_refused(digits, tmp_path):
+    _fit(digits, epochs=1, checkpoint_dir=tmp_path / "run")
+    with pytest.raises(ValueError, match="already holds a run"):
+        _fit(digits, epochs=2, checkpoint_dir=tmp_path / "run")
+
+
 def test_checkpoint_every_and_resume_without_checkpoint(digits, tmp_path):
     # resume=True on an empty folder starts fresh; checkpoints land every 2 epochs and at the end.
     res = _fit(digits, epochs=3, checkpoint_dir=tmp_path / "c", checkpoint_every=2, resume=True)
