@@ -249,3 +249,13 @@ def test_check_runs_sanity_and_gradient_checks(capsys):
 def test_check_rejects_bad_input_too(capsys):
     assert cli.main(["check", "--batch-size", "100000"]) == 2
     assert "larger than the training set" in capsys.readouterr().err
+
+
+def test_nan_guard_stops_names_the_step_and_exits_nonzero(tmp_path, capsys):
+    out = tmp_path / "nan"
+    argv = ["train", *SMALL, "--optimizer", "sgd", "--lr", "1e3", "--no-plots", "--out", str(out)]
+    assert cli.main(argv) == 1
+    printed = capsys.readouterr().out
+    assert "non-finite loss or parameters at step" in printed
+    assert "non-finite loss or parameters at step" in (out / "report.md").read_text()
+    assert (out / "config.json").exists() and (out / "metrics.jsonl").exists()
