@@ -11,12 +11,19 @@ for tracers. Under ``jit``, an out-of-range integer label gives a **NaN** loss f
 example instead of an error (so a NaN monitor catches it; it never silently picks a class).
 """
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "ClassTree",
     "accuracy",
+    "balanced_class_tree",
+    "class_tree_from_codes",
+    "hierarchical_log_probs",
+    "hierarchical_softmax",
     "l2_loss",
     "multiclass_hinge",
     "sigmoid_binary_cross_entropy",
@@ -229,3 +236,212 @@ def accuracy(logits, labels):
 def _accuracy(logits, labels):
     predicted = jnp.argmax(logits, axis=-1).astype(labels.dtype)
     return jnp.mean((predicted == labels).astype(logits.dtype))
+
+
+# ----- hierarchical softmax over a binary class tree -----
+
+
+class ClassTree(NamedTuple):
+    """A binary tree over ``C`` classes, stored as each class's root-to-leaf path.
+
+    The ``C - 1`` internal nodes are numbered ``0 .. C-2`` (root 0) and each has one logit
+    (the output layer is ``Dense(C - 1)``). A pytree of two arrays: pass it through
+    ``jit``/``vmap`` (``in_axes=None``) like any argument.
+
+    Attributes:
+      nodes: ``(C, D)`` int32, ``nodes[c, d]`` the internal node class ``c`` passes at depth
+        ``d``; padding entries (past the leaf) are 0.
+      signs: ``(C, D)`` float32, ``+1`` go right (``sigmoid(x)``), ``-1`` go left
+        (``sigmoid(-x)``), ``0`` padding.
+    """
+
+    nodes: jax.Array
+    signs: jax.Array
+
+    @property
+    def num_classes(self) -> int:
+        return self.nodes.shape[0]
+
+    @property
+    def num_nodes(self) -> int:
+        return self.nodes.shape[0] - 1
+
+    @property
+    def depth(self) -> int:
+        return self.nodes.shape[1]
+
+
+def class_tree_from_codes(codes):
+    """A :class:`ClassTree` from one binary code per class (e.g. Huffman codes).
+
+    ``codes[c]`` is a string of ``'0'`` (left) / ``'1'`` (right) giving class ``c``'s path from
+    the root. The codes must form a full binary tree: non-empty, prefix-free and complete
+    (``sum_c 2^-len(code_c) = 1``), so there are exactly ``C - 1`` internal nodes. Nodes are
+    numbered in order of first use (pre-order when the codes are listed left to right).
+
+    Args:
+      codes: sequence of ``C >= 2`` strings of ``'0'``/``'1'``.
+
+    Returns:
+      A :class:`ClassTree` with depth ``max_c len(code_c)``.
+    """
+    codes = [str(code) for code in codes]
+    if len(codes) < 2:
+        raise ValueError(f"class_tree_from_codes: need at least 2 classes, got {len(codes)}.")
+    for c, code in enumerate(codes):
+        if not code or set(code) - {"0", "1"}:
+            raise ValueError(
+                f"class_tree_from_codes: code {c} must be a non-empty string of '0'/'1', "
+                f"got {code!r}."
+            )
+    ordered = sorted(codes)  # a prefix sorts directly before a code it prefixes
+    for a, b in zip(ordered, ordered[1:], strict=False):
+        if b.startswith(a):
+            raise ValueError(
+                f"class_tree_from_codes: codes must be prefix-free, {a!r} is a prefix of {b!r}."
+            )
+    depth = max(len(code) for code in codes)
+    if sum(2 ** (depth - len(code)) for code in codes) != 2**depth:
+        raise ValueError(
+            "class_tree_from_codes: codes must form a complete binary tree "
+            "(sum of 2^-len(code) must be 1); some internal node has only one child."
+        )
+    index = {}  # code prefix -> internal node id
+    nodes = np.zeros((len(codes), depth), np.int32)
+    signs = np.zeros((len(codes), depth), np.float32)
+    for c, code in enumerate(codes):
+        for d, bit in enumerate(code):
+            nodes[c, d] = index.setdefault(code[:d], len(index))
+            signs[c, d] = 1.0 if bit == "1" else -1.0
+    return ClassTree(jnp.asarray(nodes), jnp.asarray(signs))
+
+
+def balanced_class_tree(num_classes):
+    """A balanced :class:`ClassTree`: depth ``ceil(log2 C)``, leaf depths differ by at most 1.
+
+    Classes ``[lo, hi)`` under a node split into a left half of ``ceil(n / 2)`` and a right half
+    of ``floor(n / 2)``, so every subtree holds a contiguous range of class indices (order the
+    classes so that similar ones are adjacent). Nodes are numbered in pre-order.
+
+    Args:
+      num_classes: ``C >= 2``.
+
+    Returns:
+      A :class:`ClassTree` with ``C - 1`` internal nodes.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
+        raise TypeError(f"balanced_class_tree: num_classes must be an int, got {num_classes!r}.")
+    if num_classes < 2:
+        raise ValueError(
+            f"balanced_class_tree: need at least 2 classes (C - 1 >= 1 internal nodes), got "
+            f"{num_classes}."
+        )
+    codes = [""] * int(num_classes)
+
+    def split(lo, hi, prefix):
+        if hi - lo == 1:
+            codes[lo] = prefix
+            return
+        mid = lo + (hi - lo + 1) // 2
+        split(lo, mid, prefix + "0")
+        split(mid, hi, prefix + "1")
+
+    split(0, int(num_classes), "")
+    return class_tree_from_codes(codes)
+
+
+def _check_tree(fn, node_logits, tree):
+    if not isinstance(tree, ClassTree):
+        raise TypeError(f"{fn}: expected a ClassTree (see balanced_class_tree), got {type(tree)}.")
+    nodes, signs = jnp.asarray(tree.nodes), jnp.asarray(tree.signs)
+    if not jnp.issubdtype(nodes.dtype, jnp.integer) or not jnp.issubdtype(
+        signs.dtype, jnp.floating
+    ):
+        raise TypeError(
+            f"{fn}: tree.nodes must be integer and tree.signs floating, got {nodes.dtype} and "
+            f"{signs.dtype}."
+        )
+    if nodes.ndim != 2 or signs.shape != nodes.shape or nodes.shape[0] < 2:
+        raise ValueError(
+            f"{fn}: tree.nodes and tree.signs must both have shape (C, D) with C >= 2, got "
+            f"{nodes.shape} and {signs.shape}."
+        )
+    num_classes = nodes.shape[0]
+    if node_logits.shape[-1] != num_classes - 1:
+        raise ValueError(
+            f"{fn}: node_logits must have shape (batch, {num_classes - 1}) (one logit per "
+            f"internal node of a {num_classes}-class tree), got {node_logits.shape}."
+        )
+    host = _host_values(nodes)
+    if host is not None and host.size and (host.min() < 0 or host.max() >= num_classes - 1):
+        raise ValueError(
+            f"{fn}: tree.nodes must lie in [0, {num_classes - 1}), got values in "
+            f"[{host.min()}, {host.max()}]."
+        )
+    return nodes, signs
+
+
+def hierarchical_softmax(node_logits, labels, tree):
+    """Hierarchical softmax loss: ``-log p(y)`` with ``p(y)`` a product of binary decisions.
+
+    ``L_i = -sum_d log sigmoid(s_{y,d} * x[n_{y,d}])`` over the label's root-to-leaf path
+    (nodes ``n_{y,d}``, signs ``s_{y,d} = +-1``), computed with ``log_sigmoid``. Only the
+    path's ``D = O(log C)`` logits are gathered: cost ``O(log C)`` per example instead of
+    ``O(C)``. At zero logits ``L_i = depth(y) * log 2`` (``log C`` for a balanced tree with
+    ``C`` a power of 2).
+
+    Args:
+      node_logits: ``(batch, C - 1)`` raw scores, one per internal node (``Dense(C - 1)``).
+      labels: integer class indices, shape ``(batch,)``.
+      tree: a :class:`ClassTree` over ``C`` classes (e.g. ``balanced_class_tree(C)``).
+
+    Returns:
+      ``(batch,)`` losses in the dtype of ``node_logits``.
+    """
+    fn = "hierarchical_softmax"
+    node_logits = _check_scores(fn, node_logits)
+    nodes, signs = _check_tree(fn, node_logits, tree)
+    class_shape = jax.ShapeDtypeStruct(node_logits.shape[:-1] + (nodes.shape[0],), jnp.float32)
+    labels = _check_labels(fn, class_shape, labels)
+    return _hsoftmax(node_logits, labels, nodes, signs)
+
+
+def _path_log_sigmoids(gathered, signs):
+    signs = signs.astype(gathered.dtype)
+    terms = jax.nn.log_sigmoid(signs * gathered)
+    return jnp.sum(jnp.where(signs != 0, terms, jnp.zeros_like(terms)), axis=-1)
+
+
+@jax.jit
+def _hsoftmax(node_logits, labels, nodes, signs):
+    path_nodes = jnp.take(nodes, labels, axis=0, mode="clip")  # (..., D)
+    path_signs = jnp.take(signs, labels, axis=0, mode="clip")
+    gathered = jnp.take_along_axis(node_logits, path_nodes.astype(jnp.int32), axis=-1)
+    loss = -_path_log_sigmoids(gathered, path_signs)
+    return _nan_if_invalid(loss, labels, nodes.shape[0])
+
+
+def hierarchical_log_probs(node_logits, tree):
+    """Log-probabilities of all ``C`` classes under the hierarchical softmax.
+
+    ``log p(c) = sum_d log sigmoid(s_{c,d} * x[n_{c,d}])``; each row sums to 1 in probability
+    space. Cost ``O(C log C)`` per example: use it for prediction (``argmax``) and accuracy, and
+    :func:`hierarchical_softmax` for training.
+
+    Args:
+      node_logits: ``(batch, C - 1)`` raw scores, one per internal node.
+      tree: a :class:`ClassTree` over ``C`` classes.
+
+    Returns:
+      ``(batch, C)`` log-probabilities in the dtype of ``node_logits``.
+    """
+    fn = "hierarchical_log_probs"
+    node_logits = _check_scores(fn, node_logits)
+    nodes, signs = _check_tree(fn, node_logits, tree)
+    return _hlog_probs(node_logits, nodes, signs)
+
+
+@jax.jit
+def _hlog_probs(node_logits, nodes, signs):
+    gathered = jnp.take(node_logits, nodes, axis=-1)  # (..., C, D)
+    return _path_log_sigmoids(gathered, jnp.broadcast_to(signs, gathered.shape))

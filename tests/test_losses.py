@@ -10,6 +10,8 @@ import optax
 import pytest
 
 from jnn import losses
+from jnn import nn as jnn_nn
+from jnn import optim as jnn_optim
 
 B, C = 6, 5
 
@@ -271,3 +273,277 @@ def test_target_errors():
         losses.sigmoid_binary_cross_entropy(z, jnp.zeros((2,)))
     with pytest.raises(ValueError, match="shape"):
         losses.l2_loss(z, jnp.zeros((2, 4)))
+
+
+# ----- hierarchical softmax -----
+
+TREE_SIZES = (2, 3, 7, 10, 16)
+
+
+def np_balanced_paths(num_classes):
+    """Reference tree built independently: an explicit node list, walked to each leaf.
+
+    A node covers classes [lo, hi); its left child covers the first ceil(n/2). Internal nodes
+    are numbered in pre-order. Returns, per class, the list of (node, went_right).
+    """
+    counter = [0]
+    paths = {}
+
+    def build(lo, hi, path):
+        if hi - lo == 1:
+            paths[lo] = path
+            return
+        node = counter[0]
+        counter[0] += 1
+        mid = lo + math.ceil((hi - lo) / 2)
+        build(lo, mid, path + [(node, False)])
+        build(mid, hi, path + [(node, True)])
+
+    build(0, num_classes, [])
+    assert counter[0] == num_classes - 1
+    return [paths[c] for c in range(num_classes)]
+
+
+def np_tree_probs(node_logits, paths):
+    z = node_logits.astype(np.float64)
+    sig = 1.0 / (1.0 + np.exp(-z))
+    probs = np.ones((z.shape[0], len(paths)))
+    for c, path in enumerate(paths):
+        for node, right in path:
+            probs[:, c] *= sig[:, node] if right else 1.0 - sig[:, node]
+    return probs
+
+
+@pytest.mark.parametrize("c", TREE_SIZES)
+def test_balanced_class_tree_structure(c):
+    tree = losses.balanced_class_tree(c)
+    assert tree.nodes.dtype == jnp.int32 and tree.signs.dtype == jnp.float32
+    assert (tree.num_classes, tree.num_nodes, tree.depth) == (c, c - 1, math.ceil(math.log2(c)))
+    lengths = np.count_nonzero(np.asarray(tree.signs), axis=1)
+    assert lengths.max() - lengths.min() <= 1
+    want = np_balanced_paths(c)
+    for k in range(c):
+        n = len(want[k])
+        assert lengths[k] == n
+        np.testing.assert_array_equal(np.asarray(tree.nodes[k, :n]), [p[0] for p in want[k]])
+        np.testing.assert_array_equal(
+            np.asarray(tree.signs[k, :n]), [1.0 if p[1] else -1.0 for p in want[k]]
+        )
+
+
+@pytest.mark.parametrize("c", TREE_SIZES)
+def test_hierarchical_log_probs_match_product_of_sigmoids(c):
+    rng = np.random.default_rng(c)
+    z = rng.normal(scale=2.0, size=(B, c - 1)).astype(np.float32)
+    tree = losses.balanced_class_tree(c)
+    logp = losses.hierarchical_log_probs(z, tree)
+    chex.assert_shape(logp, (B, c))
+    assert logp.dtype == jnp.float32
+    want = np_tree_probs(z, np_balanced_paths(c))
+    np.testing.assert_allclose(want.sum(-1), 1.0, rtol=1e-12)
+    chex.assert_trees_all_close(np.exp(np.asarray(logp, np.float64)), want, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.exp(np.asarray(logp, np.float64)).sum(-1), 1.0, rtol=1e-5)
+    labels = rng.integers(0, c, size=B).astype(np.int32)
+    loss = losses.hierarchical_softmax(z, labels, tree)
+    chex.assert_shape(loss, (B,))
+    chex.assert_trees_all_close(loss, -np.asarray(logp)[np.arange(B), labels], rtol=1e-6)
+    chex.assert_trees_all_close(
+        np.asarray(loss), -np.log(want[np.arange(B), labels]), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_hierarchical_softmax_with_two_classes_is_logistic():
+    z = np.array([[-3.0], [0.0], [0.5], [40.0]], np.float32)
+    tree = losses.balanced_class_tree(2)
+    for y, sign in ((0, -1.0), (1, 1.0)):
+        labels = np.full(4, y, np.int32)
+        got = losses.hierarchical_softmax(z, labels, tree)
+        want = np.log1p(np.exp(-sign * z[:, 0].astype(np.float64)))  # softmax CE of (0, z)
+        chex.assert_trees_all_close(np.asarray(got), want, rtol=1e-6, atol=1e-7)
+        pair = np.concatenate([np.zeros_like(z), z], axis=1)
+        chex.assert_trees_all_close(
+            got, losses.softmax_cross_entropy(pair, labels), rtol=1e-5, atol=1e-7
+        )
+
+
+@pytest.mark.parametrize("c", TREE_SIZES)
+def test_hierarchical_softmax_at_zero_logits_is_depth_log2(c):
+    tree = losses.balanced_class_tree(c)
+    labels = np.arange(c, dtype=np.int32)
+    got = losses.hierarchical_softmax(jnp.zeros((c, c - 1)), labels, tree)
+    depths = np.array([len(p) for p in np_balanced_paths(c)])
+    chex.assert_trees_all_close(np.asarray(got), depths * math.log(2), rtol=1e-6)
+    if c & (c - 1) == 0:  # power of 2: the softmax sanity-check value log C
+        chex.assert_trees_all_close(np.asarray(got), np.full(c, math.log(c)), rtol=1e-6)
+
+
+def test_hierarchical_softmax_is_stable_for_huge_logits():
+    tree = losses.balanced_class_tree(4)  # class 0: left, left; class 3: right, right
+    z = jnp.asarray([[1e4, -1e4, 0.0], [-1e30, 1.0, 1e30]])
+    got = losses.hierarchical_softmax(z, jnp.asarray([0, 0]), tree)
+    chex.assert_trees_all_close(got, np.array([1e4, math.log1p(math.e)]), rtol=1e-6)
+    g = jax.grad(lambda x: losses.hierarchical_softmax(x, jnp.asarray([0, 3]), tree).sum())(z)
+    chex.assert_tree_all_finite(g)
+    chex.assert_tree_all_finite(losses.hierarchical_log_probs(z, tree))
+
+
+def test_class_tree_from_codes():
+    codes = ["0", "10", "110", "111"]  # a Huffman-style unbalanced tree
+    tree = losses.class_tree_from_codes(codes)
+    assert (tree.num_classes, tree.num_nodes, tree.depth) == (4, 3, 3)
+    z = np.random.default_rng(3).normal(size=(B, 3)).astype(np.float32)
+    paths = [[(0, False)], [(0, True), (1, False)], [(0, True), (1, True), (2, False)]]
+    paths.append([(0, True), (1, True), (2, True)])
+    chex.assert_trees_all_close(
+        np.exp(np.asarray(losses.hierarchical_log_probs(z, tree), np.float64)),
+        np_tree_probs(z, paths),
+        rtol=1e-5,
+    )
+    for bad, match in (
+        (["0"], "at least 2"),
+        (["0", "1", ""], "non-empty"),
+        (["0", "12"], "non-empty"),
+        (["0", "01", "1"], "prefix-free"),
+        (["0", "10"], "complete"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            losses.class_tree_from_codes(bad)
+
+
+def test_hierarchical_jit_vmap_grad():
+    c = 10
+    tree = losses.balanced_class_tree(c)
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(B, c - 1)).astype(np.float32)
+    labels = rng.integers(0, c, size=B).astype(np.int32)
+    eager = losses.hierarchical_softmax(z, labels, tree)
+    chex.assert_trees_all_close(jax.jit(losses.hierarchical_softmax)(z, labels, tree), eager)
+    chex.assert_trees_all_close(
+        jax.jit(losses.hierarchical_log_probs)(z, tree), losses.hierarchical_log_probs(z, tree)
+    )
+    stacked = jnp.stack([jnp.asarray(z), 2 * jnp.asarray(z)])
+    per_member = jax.vmap(losses.hierarchical_softmax, in_axes=(0, None, None))(
+        stacked, labels, tree
+    )
+    chex.assert_trees_all_close(per_member[0], eager, rtol=1e-6)
+    per_example = jax.vmap(lambda x, y: losses.hierarchical_softmax(x[None], y[None], tree)[0])(
+        z, labels
+    )
+    chex.assert_trees_all_close(per_example, eager, rtol=1e-6)
+    g = jax.jit(jax.grad(lambda x: losses.hierarchical_softmax(x, labels, tree).mean()))(z)
+    chex.assert_shape(g, (B, c - 1))
+    # Nodes off the label's path get exactly zero gradient (only the path is gathered).
+    on_path = np.zeros((B, c - 1), bool)
+    for i, y in enumerate(labels):
+        on_path[i, [n for n, _ in np_balanced_paths(c)[y]]] = True
+    assert np.all(np.asarray(g)[~on_path] == 0) and np.all(np.asarray(g)[on_path] != 0)
+
+
+def test_hierarchical_grad_matches_finite_differences_float64():
+    c = 7
+    with jax.enable_x64(True):
+        tree = losses.balanced_class_tree(c)
+        rng = np.random.default_rng(5)
+        z = jnp.asarray(rng.normal(size=(B, c - 1)), jnp.float64)
+        labels = jnp.asarray(rng.integers(0, c, size=B))  # int64 under x64
+
+        def f(x):
+            return jnp.sum(losses.hierarchical_softmax(x, labels, tree))
+
+        assert losses.hierarchical_softmax(z, labels, tree).dtype == jnp.float64
+        assert jax.jit(losses.hierarchical_log_probs)(z, tree).dtype == jnp.float64
+        g = np.asarray(jax.grad(f)(z))
+        h = 1e-6
+        num = np.zeros_like(g)
+        for idx in np.ndindex(*g.shape):
+            e = np.zeros(g.shape)
+            e[idx] = h
+            num[idx] = (float(f(z + e)) - float(f(z - e))) / (2 * h)
+        np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-8)
+    bf = losses.hierarchical_softmax(jnp.zeros((2, c - 1), jnp.bfloat16), np.array([0, 1]), tree)
+    assert bf.dtype == jnp.bfloat16
+
+
+def test_hierarchical_softmax_trains_digits():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = jnp.asarray(digits.data / 16.0, jnp.float32)
+    y = jnp.asarray(digits.target, jnp.int32)
+    c = 10
+    tree = losses.balanced_class_tree(c)
+    # A linear model plateaus near 91% (the balanced tree forces linear splits such as
+    # {0..4} vs {5..9}); one small hidden layer gives a safe margin.
+    model = jnn_nn.Serial(jnn_nn.Dense(32), jnn_nn.Relu(), jnn_nn.Dense(c - 1))
+    params, state = model.init(jax.random.key(0), x.shape)
+    opt = jnn_optim.adam(0.01)  # Optax-exact; optax.adam trips strict dtype promotion
+
+    def objective(p):
+        out, _ = model.apply(p, state, x)
+        return jnp.mean(losses.hierarchical_softmax(out, y, tree))
+
+    @jax.jit
+    def train(p):
+        def step(carry, _):
+            p, s = carry
+            loss, g = jax.value_and_grad(objective)(p)
+            updates, s = opt.update(g, s, p)
+            return (jnn_optim.apply_updates(p, updates), s), loss
+
+        (p, _), curve = jax.lax.scan(step, (p, opt.init(p)), None, length=300)
+        return p, curve
+
+    initial = float(objective(params))
+    params, curve = train(params)
+    out, _ = model.apply(params, state, x)
+    pred = jnp.argmax(losses.hierarchical_log_probs(out, tree), axis=-1)
+    acc = float(jnp.mean((pred == y).astype(jnp.float32)))
+    assert float(curve[-1]) < 0.3 * initial
+    assert acc > 0.95, acc
+
+
+def test_hierarchical_input_errors():
+    tree = losses.balanced_class_tree(5)
+    z = np.zeros((B, 4), np.float32)
+    labels = np.arange(B, dtype=np.int32) % 5
+    for c in (1, 0, -3):
+        with pytest.raises(ValueError, match="at least 2"):
+            losses.balanced_class_tree(c)
+    with pytest.raises(TypeError, match="int"):
+        losses.balanced_class_tree(4.0)
+    with pytest.raises(TypeError, match="integer class labels"):
+        losses.hierarchical_softmax(z, labels.astype(np.float32), tree)
+    with pytest.raises(TypeError, match="integer class labels"):
+        jax.jit(losses.hierarchical_softmax)(z, labels.astype(np.float32), tree)
+    bad = labels.copy()
+    bad[2] = 5
+    with pytest.raises(ValueError, match=r"\[0, 5\)"):
+        losses.hierarchical_softmax(z, bad, tree)
+    bad[2] = -1
+    with pytest.raises(ValueError, match=r"\[0, 5\)"):
+        losses.hierarchical_softmax(z, bad, tree)
+    with pytest.raises(ValueError, match="shape"):
+        losses.hierarchical_softmax(z, labels[:-1], tree)
+    with pytest.raises(ValueError, match=r"\(batch, 4\)"):
+        losses.hierarchical_softmax(np.zeros((B, 5), np.float32), labels, tree)
+    with pytest.raises(ValueError, match=r"\(batch, 4\)"):
+        losses.hierarchical_log_probs(np.zeros((B, 3), np.float32), tree)
+    with pytest.raises(TypeError, match="floating"):
+        losses.hierarchical_softmax(z.astype(np.int32), labels, tree)
+    with pytest.raises(TypeError, match="ClassTree"):
+        losses.hierarchical_softmax(z, labels, (tree.nodes, tree.signs))
+
+
+def test_hierarchical_out_of_range_labels_under_jit_give_nan():
+    tree = losses.balanced_class_tree(5)
+    z = np.random.default_rng(6).normal(size=(B, 4)).astype(np.float32)
+    labels = np.arange(B, dtype=np.int32) % 5
+    bad = labels.copy()
+    bad[1], bad[4] = 5, -1
+    got = np.asarray(jax.jit(losses.hierarchical_softmax)(z, bad, tree))
+    ok = np.ones(B, bool)
+    ok[[1, 4]] = False
+    assert np.isnan(got[1]) and np.isnan(got[4])
+    chex.assert_trees_all_close(
+        got[ok], np.asarray(losses.hierarchical_softmax(z, labels, tree))[ok]
+    )
