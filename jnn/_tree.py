@@ -26,3 +26,21 @@ def map_with_names(fn, tree, *rest, is_leaf=None):
     return jax.tree_util.tree_map_with_path(
         lambda path, *leaves: fn(path_str(path), *leaves), tree, *rest, is_leaf=is_leaf
     )
+
+
+WEIGHT_LEAF = "w"
+
+
+def is_weight(name: str) -> bool:
+    """The one rule for "which leaves are weights": a leaf whose last path part is ``w``.
+
+    Dense, Conv and Maxout kernels are named ``w``; biases (``b``) and normalisation
+    ``scale`` / ``offset`` are not weights. Regularisers, monitors, plots and the layer depth
+    count all use this rule.
+    """
+    return name.rsplit("/", 1)[-1] == WEIGHT_LEAF
+
+
+def weight_leaves(tree) -> dict:
+    """``{"dense_0/w": leaf, ...}``: the weight leaves of ``tree`` (see :func:`is_weight`)."""
+    return {name: leaf for name, leaf in named_leaves(tree).items() if is_weight(name)}
