@@ -264,7 +264,7 @@ def test_nan_guard_names_the_step_and_keeps_last_finite_state(tmp_path):
         checkpoint_every=1,
         progress=False,
     )
-    assert "step 4" in res.stopped
+    assert res.stopped == "non_finite" and "step 4" in res.message
     assert int(res.state.step) == 4 and len(res.history) == 4
     np.testing.assert_allclose(res.state.params["dense_0"]["w"], np.full((2, 1), 4.0))
     np.testing.assert_allclose(res.state.params["dense_0"]["b"], np.full((1,), 4.0))

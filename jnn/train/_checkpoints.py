@@ -1,0 +1,175 @@
+"""Orbax checkpoints that can be trusted: a digest of every array, the newest intact one wins.
+
+Each checkpoint holds the training carry (e.g. a ``TrainState``), the best carry so far (early
+stopping) and the loop's JSON metadata, which records a BLAKE2 digest of both carries'
+bytes. On restore the newest checkpoint is read and verified; one that cannot be read (a
+truncated or deleted file, a missing manifest) or fails its digest (flipped bytes) is
+reported in one line and the next older one is tried. Only when none is intact does restore
+fail, with :class:`CheckpointError` (a short message, never a tensorstore traceback).
+
+Saves are asynchronous (Orbax writes in the background while training continues; a
+checkpoint becomes visible only once complete, so a killed process never leaves a
+half-written newest checkpoint) and only the newest ``max_to_keep`` (2) are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+__all__ = ["CheckpointError", "Checkpoints", "Restored", "digest"]
+
+
+class CheckpointError(ValueError):
+    """No intact checkpoint could be restored (the message says which failed and why)."""
+
+
+class Restored(NamedTuple):
+    """What :meth:`Checkpoints.restore` found.
+
+    Attributes:
+      epoch: the checkpoint's epoch.
+      carry, best: the restored training carry and best carry.
+      meta: the JSON metadata saved with them.
+      skipped: ``[(epoch, reason)]`` for newer checkpoints that were damaged.
+    """
+
+    epoch: int
+    carry: Any
+    best: Any
+    meta: dict
+    skipped: list
+
+
+def digest(tree) -> str:
+    """A BLAKE2b digest of a pytree's leaves (dtype, shape and bytes of each, in order)."""
+    h = hashlib.blake2b(digest_size=16)
+    for leaf in jax.device_get(jax.tree.leaves(tree)):
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _flat(tree) -> dict:
+    return {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(tree))}
+
+
+def _unflat(template, flat: dict):
+    return jax.tree.unflatten(jax.tree.structure(template), [flat[k] for k in sorted(flat)])
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200] if text else ''}".rstrip(": ")
+
+
+def _quiet_absl():
+    """Orbax logs through absl at INFO/WARNING level; keep those off the user's console."""
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:  # pragma: no cover - absl comes with orbax
+        pass
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+class Checkpoints:
+    """A folder of checkpoints ``{carry, best, meta}`` per epoch (the newest ``max_to_keep``).
+
+    Args:
+      directory: the folder (created if missing).
+      max_to_keep: how many checkpoints to keep.
+      asynchronous: write in the background (``wait`` blocks until written).
+    """
+
+    def __init__(self, directory, *, max_to_keep: int = 2, asynchronous: bool = True):
+        _quiet_absl()
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        self.directory = os.path.abspath(os.fspath(directory))
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, create=True, enable_async_checkpointing=asynchronous
+            ),
+        )
+
+    def epochs(self) -> list[int]:
+        """The epochs of the checkpoints present, newest first."""
+        return sorted(self._manager.all_steps(read=True), reverse=True)
+
+    def save(self, epoch: int, carry, best, meta: dict) -> None:
+        """Writes checkpoint ``epoch`` (in the background); ``meta`` gets the digests."""
+        ocp = self._ocp
+        meta = {**meta, "digest": {"carry": digest(carry), "best": digest(best)}}
+        self._manager.save(
+            epoch,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(_flat(carry)),
+                best=ocp.args.StandardSave(_flat(best)),
+                meta=ocp.args.JsonSave(meta),
+            ),
+            force=True,
+        )
+
+    def wait(self) -> None:
+        """Blocks until every save started so far is on disk."""
+        self._manager.wait_until_finished()
+
+    def _read(self, epoch: int, template) -> Restored:
+        ocp = self._ocp
+        target = _flat(template)
+        got = self._manager.restore(
+            epoch,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target),
+                best=ocp.args.StandardRestore(target),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
+        carry, best, meta = _unflat(template, got.state), _unflat(template, got.best), got.meta
+        expected = (meta or {}).get("digest") or {}
+        if expected.get("carry") != digest(carry) or expected.get("best") != digest(best):
+            raise CheckpointError("its arrays do not match the digest saved with them")
+        return Restored(epoch, carry, best, meta, [])
+
+    def restore(self, template) -> Restored | None:
+        """The newest intact checkpoint, or ``None`` when the folder holds none.
+
+        Args:
+          template: a carry with the right structure, shapes and dtypes.
+
+        Returns:
+          :class:`Restored` (``skipped`` lists the damaged newer ones), or ``None``.
+
+        Raises:
+          CheckpointError: checkpoints exist but none is intact.
+        """
+        self.wait()
+        skipped = []
+        for epoch in self.epochs():
+            try:
+                found = self._read(epoch, template)
+            except Exception as err:  # noqa: BLE001 - any failure to read means "damaged"
+                skipped.append((epoch, _first_line(err)))
+                continue
+            return found._replace(skipped=skipped)
+        if skipped:
+            detail = "; ".join(f"epoch {e}: {why}" for e, why in skipped)
+            raise CheckpointError(f"no intact checkpoint in {self.directory} ({detail})")
+        return None
+
+    def close(self) -> None:
+        """Waits for pending writes and releases the manager."""
+        try:
+            self._manager.wait_until_finished()
+        finally:
+            self._manager.close()

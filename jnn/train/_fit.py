@@ -1,0 +1,309 @@
+"""``fit``: one model trained by the shared epoch loop (``_loop``) on device-resident data."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jnn import _memo
+from jnn import data as _data
+from jnn._keys import as_key
+from jnn.train import _epoch, _evaluate, _loop
+from jnn.train._state import TrainState, cast_inputs, init
+from jnn.train._step import make_step
+
+__all__ = ["FitResult", "fit"]
+
+
+class FitResult(NamedTuple):
+    """What ``fit`` returns.
+
+    Attributes:
+      state: the final ``TrainState`` (the best-validation one after early stopping; the last
+        finite one after a NaN/inf stop).
+      history: a list of per-epoch records (dicts of JSON-serialisable values).
+      stopped: why training ended early: ``None`` (ran every epoch), ``"early_stopping"`` or
+        ``"non_finite"``.
+      message: the reason in words (e.g. which step became non-finite), or ``None``.
+      timings: seconds spent compiling the epoch program, training, and validating.
+    """
+
+    state: TrainState
+    history: list
+    stopped: str | None
+    message: str | None = None
+    timings: dict | None = None
+
+
+def floats(tree):
+    """Device scalars -> Python floats; NaN/inf (e.g. accuracy of a regression) -> None."""
+
+    def convert(v):
+        v = float(np.asarray(v))
+        return v if math.isfinite(v) else None
+
+    return jax.tree.map(convert, jax.device_get(tree))
+
+
+def recorded_learning_rate(learning_rate, opt_state, step: int):
+    """The learning rate of the last update: ``schedule(step - 1)``, a constant, or the
+    ``learning_rate`` hyperparameter of an ``inject_hyperparams`` state; ``None`` if unknown."""
+    if learning_rate is None:
+        try:
+            lr = optax.tree_utils.tree_get(opt_state, "learning_rate")
+        except (KeyError, ValueError, AttributeError):
+            return None
+        return None if lr is None else float(np.asarray(lr))
+    if callable(learning_rate):
+        return float(learning_rate(max(step - 1, 0)))
+    return float(learning_rate)
+
+
+def _draw_shared(num_examples, batch_size):
+    return lambda key: _data.batch_indices(key, num_examples, batch_size)
+
+
+def _take(data, idx):
+    x, y = data
+    return jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0)
+
+
+@_memo.cached
+def _epoch_program(model, loss, optimizer, options, num_examples, batch_size, guard, chunk):
+    """The jitted epoch of one model (see ``_epoch.build_epoch``), reused across ``fit`` calls
+    with the same ingredients."""
+    options = dict(options)
+    plain = make_step(model, loss, optimizer, jit=False, **{**options, "monitor": False})
+    monitored = make_step(model, loss, optimizer, jit=False, **{**options, "monitor": True})
+    steps = _epoch.StepFns(
+        _epoch.carry_step(plain, guard),
+        _epoch.carry_step(monitored, guard),
+        lambda s: _epoch.all_finite((s.params, s.model_state)),
+    )
+    validate = None
+    if chunk:
+        validate = lambda s, val, _: _evaluate.mean_loss_and_accuracy(
+            model, loss, s.params, s.model_state, *val, chunk
+        )
+    return _epoch.build_epoch(
+        lambda _: steps, _draw_shared(num_examples, batch_size), _take, validate
+    )
+
+
+class _SingleModel:
+    """The training mode of one model: runs an epoch, pins a NaN to its step, records it."""
+
+    def __init__(self, ingredients, data, val_data, learning_rate):
+        self.ingredients, self.data, self.val_data = ingredients, data, val_data
+        self.learning_rate = learning_rate
+        self.timings = {"compile": 0.0, "train": 0.0}
+        self._fast = None
+
+    def _run(self, guard, state, key):
+        args = ((state, jnp.asarray(-1, jnp.int32)), self.data, self.val_data, key, ())
+        if guard:
+            return _epoch_program(*self.ingredients[:-2], True, self.ingredients[-1])(*args)
+        if self._fast is None:
+            t0 = time.perf_counter()
+            program = _epoch_program(*self.ingredients)
+            self._fast = program.lower(*args).compile()
+            self.timings["compile"] += time.perf_counter() - t0
+        return self._fast(*args)
+
+    def run_epoch(self, state, epoch, key):
+        t0 = time.perf_counter()
+        (new, _), summary, val = self._run(False, state, key)
+        if not bool(summary["finite"]):
+            (last_finite, bad), _, _ = self._run(True, state, key)
+            return _loop.EpochOutcome(
+                last_finite,
+                None,
+                "non_finite",
+                _nan_message(int(bad), epoch, int(last_finite.step)),
+            )
+        record = self.record(epoch, new, floats(summary), val)
+        record["seconds"] = time.perf_counter() - t0
+        self.timings["train"] += record["seconds"]
+        return _loop.EpochOutcome(new, record)
+
+    def record(self, epoch, state, summary, val):
+        step = int(state.step)
+        val_loss, val_acc = floats(val) if val is not None else (None, None)
+        return {
+            "epoch": epoch + 1,
+            "step": step,
+            "train_loss": summary["loss"],
+            "train_acc": summary["accuracy"],
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "learning_rate": recorded_learning_rate(self.learning_rate, state.opt_state, step),
+            "update_ratio": summary["update_ratio"],
+            "grad_norm": summary["grad_norm"],
+        }
+
+    @staticmethod
+    def score(record):
+        return record["val_acc"]
+
+
+def _nan_message(bad: int, epoch: int, kept_step: int) -> str:
+    where = f"at step {bad}" if bad >= 0 else "in the epoch's summary (no single step)"
+    return (
+        f"non-finite loss or parameters {where} (epoch {epoch + 1}); stopped, keeping the "
+        f"last finite state (step {kept_step})"
+    )
+
+
+def num_classes_of(model, state, x_shape, x_dtype, y):
+    """The number of classes the model's outputs score, or ``None`` (regression, multi-label)."""
+    if not np.issubdtype(np.asarray(y).dtype, np.integer):
+        return None
+    out = jax.eval_shape(
+        lambda p, s, xx: model.apply(p, s, cast_inputs(xx, p), train=False)[0],
+        state.params,
+        state.model_state,
+        jax.ShapeDtypeStruct((1, *x_shape[1:]), x_dtype),
+    )
+    if hasattr(out, "num_classes"):
+        return int(out.num_classes)
+    shape = getattr(out, "shape", None)
+    return int(shape[-1]) if shape is not None and len(shape) == np.ndim(y) + 1 else None
+
+
+def _check_fit_options(epochs, patience, val_data, checkpoint_every, checkpoint_seconds):
+    if not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be an int >= 0, got {epochs!r}.")
+    if patience is not None and (val_data is None or patience < 1):
+        raise ValueError("patience needs val_data and a value >= 1.")
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}.")
+    if not checkpoint_seconds >= 0:
+        raise ValueError(f"checkpoint_seconds must be >= 0, got {checkpoint_seconds}.")
+
+
+def _checked_data(model, state, train_data, val_data, batch_size, patience):
+    """Validates the data against the model before any training; returns host arrays."""
+    x, y = (np.asarray(a) for a in train_data)
+    classes = num_classes_of(model, state, x.shape, x.dtype, y)
+    _data.validate(x, y, classes, batch_size)
+    if patience is not None and classes is None:
+        raise ValueError(
+            "patience (early stopping on validation accuracy) needs integer class labels and "
+            "a model with one output per class."
+        )
+    if val_data is not None:
+        val_data = tuple(np.asarray(a) for a in val_data)
+        _data.validate(*val_data, classes, None)
+    return (x, y), val_data
+
+
+def fit(
+    model,
+    loss: Callable,
+    optimizer,
+    train_data,
+    *,
+    epochs: int,
+    batch_size: int,
+    key,
+    val_data=None,
+    state: TrainState | None = None,
+    dtype=None,
+    step_options: dict | None = None,
+    learning_rate=None,
+    checkpoint_dir=None,
+    checkpoint_every: int | None = None,
+    checkpoint_seconds: float = 60.0,
+    resume: bool = False,
+    patience: int | None = None,
+    progress: bool = True,
+    on_epoch: Callable | None = None,
+) -> FitResult:
+    """Trains for ``epochs`` epochs of shuffled minibatches; validates after each epoch.
+
+    The data are put on the device once; each epoch is one jitted ``lax.scan`` over
+    ``N // batch_size`` minibatches gathered by a fresh permutation (the last partial batch is
+    dropped; a new shuffle next epoch lets every example be seen), followed by the validation
+    pass, in one compiled program. Metrics come back to the host once per epoch.
+
+    Keys: ``init_key, run_key = split(key)``; ``init_key`` initialises (when ``state`` is
+    None); epoch ``e`` uses ``k = fold_in(run_key, e)``, ``order_key, step_key = split(k)``:
+    ``order_key`` draws the permutation (``jnn.data.batch_indices``) and every step ``t`` gets
+    the dropout key ``fold_in(step_key, t)`` (``make_step``'s rule). So the same seed gives the
+    same result and a resumed run is bitwise identical to an uninterrupted one.
+
+    Nothing is lost (see ``jnn.train._loop``): with ``checkpoint_dir`` a checkpoint is written
+    every ``checkpoint_every`` epochs or, by default, once ``checkpoint_seconds`` (60) have
+    passed since the last one, at the end, and when Ctrl-C / SIGTERM interrupts training
+    (then :class:`Interrupted`, a ``KeyboardInterrupt``, is raised after saving).
+
+    Args:
+      model, loss, optimizer: as for :func:`make_step`.
+      train_data: ``(x, y)`` arrays.
+      epochs: total number of epochs (a resumed run continues up to this number).
+      batch_size: examples per step (``1 <= batch_size <= N``).
+      key: a PRNG key (typed or raw).
+      val_data: optional ``(x, y)`` evaluated every epoch (needed for ``patience``).
+      state: a ``TrainState`` to start from (default: :func:`init` with the init key).
+      dtype: parameter dtype for that initialisation (``jnp.bfloat16``, ``jnp.float16``,
+        ``jnp.float64``); inputs are cast to the parameters' dtype.
+      step_options: keyword options for :func:`make_step` (``l1``, ``l2``, ``max_norm``,
+        ``clip_norm``).
+      learning_rate: a float or schedule, used only to record the learning rate in the history
+        (for a schedule: ``schedule(step - 1)``, its value at the epoch's last update).
+      checkpoint_dir: an orbax checkpoint folder (None: no checkpoints).
+      checkpoint_every: checkpoint every this many epochs instead of by time.
+      checkpoint_seconds: with ``checkpoint_every=None``, the most training time between two
+        checkpoints.
+      resume: continue from the newest intact checkpoint in ``checkpoint_dir`` if there is
+        one (a damaged newer one is reported and skipped).
+      patience: early stopping: stop once validation accuracy has not improved for this many
+        epochs, and return the best state (the history keeps every epoch).
+      progress: show a tqdm progress bar (per epoch, with loss and accuracies).
+      on_epoch: called with each epoch's record.
+
+    Returns:
+      ``FitResult(state, history, stopped, message, timings)``. A NaN/inf in the loss or the
+      new state stops training: ``stopped == "non_finite"``, ``message`` names the step,
+      ``state`` is the last finite state (its ``step`` is that step), and no checkpoint of a
+      non-finite state is written.
+    """
+    _check_fit_options(epochs, patience, val_data, checkpoint_every, checkpoint_seconds)
+    init_key, run_key = jax.random.split(as_key(key))
+    x_shape = np.shape(train_data[0])
+    if state is None:
+        state = init(model, optimizer, init_key, (batch_size, *x_shape[1:]), dtype)
+    (x, y), val_data = _checked_data(model, state, train_data, val_data, batch_size, patience)
+    put = lambda pair: tuple(
+        jax.device_put(cast_inputs(jnp.asarray(a), state.params) if i == 0 else a)
+        for i, a in enumerate(pair)
+    )
+    chunk = _evaluate.eval_chunk(len(val_data[0])) if val_data is not None else 0
+    options = tuple(sorted((step_options or {}).items()))
+    ingredients = (model, loss, optimizer, options, len(x), batch_size, False, chunk)
+    mode = _SingleModel(
+        ingredients, put((x, y)), put(val_data) if val_data else None, learning_rate
+    )
+    policy = None
+    if checkpoint_dir is not None:
+        policy = _loop.CheckpointPolicy(
+            checkpoint_dir, checkpoint_every, checkpoint_seconds, resume
+        )
+    result = _loop.run_epochs(
+        mode,
+        state,
+        epochs=epochs,
+        key=run_key,
+        checkpoint=policy,
+        patience=patience,
+        progress=progress,
+        on_epoch=on_epoch,
+    )
+    return FitResult(result.carry, result.history, result.stopped, result.message, mode.timings)
