@@ -1,0 +1,103 @@
+"""Your own arrays from a ``.npz`` file, checked and split like the built-in sets."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from jnn.data._dataset import Dataset
+from jnn.data._validate import check_dataset, infer_num_classes
+
+__all__ = ["load_npz"]
+
+REQUIRED = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _read(path: Path) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not hasattr(f, "files"):
+                raise ValueError("it holds a single array, not named arrays")
+            return {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise ValueError(f"cannot read {str(path)!r}: no such file") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        why = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "pickle" in why or "Object arrays" in why:
+            why = "it is not an .npz of numeric arrays (object arrays / pickles are refused)"
+        raise ValueError(f"cannot read {str(path)!r} as .npz: {why}") from None
+
+
+def _labels(y, name: str):
+    y = np.asarray(y)
+    if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        return y.astype(np.int64)
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer class labels, got dtype {y.dtype}.")
+    return y
+
+
+def _check_pairs(raw: dict, path: Path) -> None:
+    missing = [k for k in REQUIRED if k not in raw]
+    if missing:
+        raise ValueError(
+            f"{str(path)!r} lacks arrays {missing}; expected x_train, y_train, x_test, y_test "
+            f"(optional x_val with y_val, num_classes), found {sorted(raw)}."
+        )
+    if ("x_val" in raw) != ("y_val" in raw):
+        have, lack = ("x_val", "y_val") if "x_val" in raw else ("y_val", "x_val")
+        raise ValueError(f"{str(path)!r} has {have} but no {lack}: give both or neither.")
+    for part in ("train", "val", "test"):
+        x, y = raw.get(f"x_{part}"), raw.get(f"y_{part}")
+        if x is not None and np.ndim(x) >= 1 and np.ndim(y) >= 1 and len(x) != len(y):
+            raise ValueError(
+                f"x_{part} has {len(x)} examples but y_{part} has {len(y)} labels in {str(path)!r}."
+            )
+
+
+def load_npz(path, *, val_fraction: float = 0.1) -> Dataset:
+    """A :class:`Dataset` from a ``.npz`` of ``x_train, y_train, x_test, y_test`` (optional
+    ``x_val``/``y_val`` and ``num_classes``).
+
+    Without ``x_val`` the last ``val_fraction`` of the training arrays validate. Labels must
+    be integers (integral floats are converted); ``num_classes`` defaults to ``max + 1`` with
+    every class present in the training labels (see :func:`infer_num_classes`). Inputs keep
+    their dtype (no standardisation: ``jnn.monitor.diagnose`` says when they look unscaled).
+    Inputs of shape ``(N, L, C)`` or ``(N, H, W, C)`` keep their spatial layout for CNNs.
+
+    Args:
+      path: the file.
+      val_fraction: the validation share when the file has no ``x_val``.
+
+    Returns:
+      A checked :class:`Dataset`.
+
+    Raises:
+      ValueError: an unreadable file, missing or mismatched arrays, bad labels or values,
+        naming the problem.
+    """
+    path = Path(path)
+    raw = _read(path)
+    _check_pairs(raw, path)
+    for name in ("y_train", "y_val", "y_test"):
+        if name in raw:
+            raw[name] = _labels(raw[name], name)
+    if "x_val" not in raw:
+        n_val = max(1, int(round(len(raw["x_train"]) * val_fraction)))
+        if n_val >= len(raw["x_train"]):
+            raise ValueError(f"x_train has {len(raw['x_train'])} examples: too few to validate.")
+        raw["x_val"], raw["y_val"] = raw["x_train"][-n_val:], raw["y_train"][-n_val:]
+        raw["x_train"], raw["y_train"] = raw["x_train"][:-n_val], raw["y_train"][:-n_val]
+    given = int(raw["num_classes"]) if "num_classes" in raw else None
+    shape = tuple(np.shape(raw["x_train"])[1:])
+    ds = Dataset(
+        **{k: raw[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")},
+        num_classes=infer_num_classes(raw["y_train"], given),
+        input_shape=shape,
+        image_shape=shape if len(shape) >= 2 else None,
+        name=path.name,
+    )
+    check_dataset(ds)
+    return ds

@@ -1,0 +1,131 @@
+"""One set of input checks for every entry point (``fit``, the command line, ``load_npz``).
+
+Each check raises ``ValueError`` naming the array and the problem, before any training.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["check_dataset", "infer_num_classes", "validate"]
+
+
+def _is_float(dtype) -> bool:
+    """Floating, including the 16-bit ``bfloat16`` NumPy does not know as floating."""
+    return np.issubdtype(dtype, np.floating) or dtype.name in ("bfloat16", "float8_e4m3fn")
+
+
+def _check_inputs(x, name: str) -> None:
+    if x.ndim < 2:
+        raise ValueError(f"{name} must have shape (examples, features...), got shape {x.shape}.")
+    if not (_is_float(x.dtype) or np.issubdtype(x.dtype, np.integer)):
+        raise ValueError(f"{name} must be numeric, got dtype {x.dtype}.")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} has no examples.")
+    if _is_float(x.dtype):
+        bad = ~np.isfinite(x.astype(np.float32) if x.dtype.itemsize < 4 else x)
+        if bad.any():
+            rows = np.unique(np.nonzero(bad.reshape(x.shape[0], -1))[0])
+            raise ValueError(
+                f"{name} contains NaN or inf in {rows.size} example(s) (first at index "
+                f"{rows[0]}); clean or impute them first."
+            )
+
+
+def _check_targets(y, n: int, num_classes, name: str) -> None:
+    if y.ndim < 1 or y.shape[0] != n:
+        raise ValueError(
+            f"{name} must have one entry per example: the inputs have {n} examples, {name} has "
+            f"shape {y.shape}."
+        )
+    if np.issubdtype(y.dtype, np.integer):
+        if num_classes is not None:
+            outside = (y < 0) | (y >= num_classes)
+            if outside.any():
+                i = int(np.argmax(outside.reshape(-1)))
+                raise ValueError(
+                    f"labels must be in [0, {num_classes}); got {y.reshape(-1)[i]} in {name} "
+                    f"(min {y.min()}, max {y.max()}, {int(outside.sum())} out of range)."
+                )
+    elif _is_float(y.dtype):
+        if not np.isfinite(y.astype(np.float32)).all():
+            raise ValueError(f"{name} contains NaN or inf.")
+    else:
+        raise ValueError(f"{name} must be integer labels or float targets, got dtype {y.dtype}.")
+
+
+def validate(
+    x, y, num_classes: int | None = None, batch_size: int | None = None, *, name: str = "train"
+) -> None:
+    """Checks one split before any training; raises ``ValueError`` naming the problem.
+
+    Checks: ``x`` is a numeric array (integer, float, bfloat16) with a leading example axis
+    and only finite values; ``y`` has one entry per example; integer labels lie in
+    ``[0, num_classes)`` (when ``num_classes`` is given); float targets are finite;
+    ``1 <= batch_size <= N`` (when given).
+
+    Args:
+      x: inputs ``(N, ...)``.
+      y: targets ``(N, ...)``: integer labels, or floats for regression / multi-label.
+      num_classes: the number of classes, or None to skip the range check.
+      batch_size: the minibatch size, or None to skip that check.
+      name: the split's name in messages (``x_{name}``, ``y_{name}``).
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    _check_inputs(x, f"x_{name}")
+    _check_targets(y, x.shape[0], num_classes, f"y_{name}")
+    if batch_size is not None and not 1 <= batch_size <= x.shape[0]:
+        raise ValueError(
+            f"batch_size must be in [1, {x.shape[0]}] (the number of {name} examples), got "
+            f"{batch_size}."
+        )
+
+
+def infer_num_classes(y_train, num_classes: int | None = None) -> int:
+    """The number of classes: ``num_classes`` when given, else ``max(y_train) + 1``.
+
+    Without ``num_classes``, every class in ``[0, max]`` must occur in the training labels:
+    a stray label (one ``7`` in 3-class data) would otherwise silently make 8 classes, 4 of
+    them never seen. With ``num_classes`` given, classes without examples are allowed.
+
+    Raises:
+      ValueError: fewer than 2 classes, negative labels, or empty classes (named).
+    """
+    y = np.asarray(y_train)
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"class labels must be integers, got dtype {y.dtype}.")
+    if y.size and y.min() < 0:
+        raise ValueError(f"labels must be >= 0, got {y.min()}.")
+    if num_classes is None:
+        num_classes = int(y.max()) + 1 if y.size else 0
+        empty = np.setdiff1d(np.arange(num_classes), y)
+        if empty.size:
+            shown = ", ".join(str(int(c)) for c in empty[:10]) + (
+                ", ..." if empty.size > 10 else ""
+            )
+            raise ValueError(
+                f"the training labels imply {num_classes} classes (max label {num_classes - 1}) "
+                f"but classes {shown} have no training example ({empty.size} empty): check for "
+                "stray labels, or state num_classes explicitly."
+            )
+    if int(num_classes) < 2:
+        raise ValueError(f"need at least 2 classes, got num_classes={num_classes}.")
+    return int(num_classes)
+
+
+def check_dataset(ds, batch_size: int | None = None) -> None:
+    """Checks all three splits of a :class:`Dataset` and that they agree.
+
+    Raises:
+      ValueError: a bad split (see :func:`validate`), feature shapes that differ between the
+        splits, or a batch larger than the training set.
+    """
+    for part in ("train", "val", "test"):
+        x, y = getattr(ds, f"x_{part}"), getattr(ds, f"y_{part}")
+        validate(x, y, ds.num_classes, batch_size if part == "train" else None, name=part)
+    shapes = [np.shape(getattr(ds, f"x_{p}"))[1:] for p in ("train", "val", "test")]
+    if len(set(shapes)) != 1:
+        raise ValueError(
+            "train, validation and test inputs must have the same feature shape, got "
+            + ", ".join(str(s) for s in shapes)
+        )
