@@ -118,7 +118,7 @@ class _SingleModel:
         return self._fast(*args)
 
     def run_epoch(self, state, epoch, key):
-        t0 = time.perf_counter()
+        t0, compiling = time.perf_counter(), self.timings["compile"]
         (new, _), summary, val = self._run(False, state, key)
         if not bool(summary["finite"]):
             (last_finite, bad), _, _ = self._run(True, state, key)
@@ -129,7 +129,7 @@ class _SingleModel:
                 _nan_message(int(bad), epoch, int(last_finite.step)),
             )
         record = self.record(epoch, new, floats(summary), val)
-        record["seconds"] = time.perf_counter() - t0
+        record["seconds"] = time.perf_counter() - t0 - (self.timings["compile"] - compiling)
         self.timings["train"] += record["seconds"]
         return _loop.EpochOutcome(new, record)
 
@@ -225,6 +225,7 @@ def fit(
     patience: int | None = None,
     progress: bool = True,
     on_epoch: Callable | None = None,
+    on_start: Callable | None = None,
 ) -> FitResult:
     """Trains for ``epochs`` epochs of shuffled minibatches; validates after each epoch.
 
@@ -268,6 +269,8 @@ def fit(
         epochs, and return the best state (the history keeps every epoch).
       progress: show a tqdm progress bar (per epoch, with loss and accuracies).
       on_epoch: called with each epoch's record.
+      on_start: called once before training with the history so far (``[]``, or a resumed
+        run's records).
 
     Returns:
       ``FitResult(state, history, stopped, message, timings)``. A NaN/inf in the loss or the
@@ -305,5 +308,6 @@ def fit(
         patience=patience,
         progress=progress,
         on_epoch=on_epoch,
+        on_start=on_start,
     )
     return FitResult(result.carry, result.history, result.stopped, result.message, mode.timings)

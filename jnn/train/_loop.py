@@ -261,6 +261,7 @@ def run_epochs(
     patience: int | None = None,
     progress: bool = True,
     on_epoch: Callable | None = None,
+    on_start: Callable | None = None,
 ) -> LoopResult:
     """Runs ``mode.run_epoch`` for epochs ``0 .. epochs-1`` (epoch ``e`` gets
     ``fold_in(key, e)``) with checkpoints, resume, early stopping and interrupt handling.
@@ -275,6 +276,7 @@ def run_epochs(
       patience: stop after this many epochs without a better score; the best carry is kept.
       progress: show a tqdm bar.
       on_epoch: called with each new epoch's record.
+      on_start: called once before training with the history so far (a resumed run's).
 
     Returns:
       :class:`LoopResult`; after early stopping ``carry`` is the best epoch's.
@@ -288,6 +290,8 @@ def run_epochs(
         if ckpt is not None and checkpoint.resume:
             carry, best, meta = _resume(ckpt, carry) or (carry, best, meta)
         saver = _Saver(ckpt, checkpoint, carry, best, meta)
+        if on_start is not None:
+            on_start(list(meta.history))
         bar = _progress(epochs, min(meta.epoch, epochs), progress)
         try:
             with _sigterm_interrupts():

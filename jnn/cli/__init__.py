@@ -1,0 +1,73 @@
+"""The ``jnn`` command: ``jnn train`` (train on a built-in data set, write a run folder) and
+``jnn check`` (sanity checks and a gradient check of the configured model).
+
+A thin face over the library: options become a :class:`jnn.runs.RunConfig`, and
+:func:`jnn.runs.train_run` / :func:`jnn.runs.check_run` do the work a Python user can do
+too. The library's ``ValueError`` / ``TypeError`` for bad input become ``jnn train: error:
+...`` with exit code 2. JAX is imported only by the commands, so ``jnn --help`` answers at
+once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jnn.cli._options import add_check_options, add_train_options
+
+__all__ = ["UsageError", "build_parser", "main"]
+
+
+class UsageError(Exception):
+    """Bad input found before training; printed as ``jnn: error: ...`` with exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``jnn`` argument parser (no JAX import)."""
+    from jnn.cli import _check, _train
+
+    parser = argparse.ArgumentParser(
+        prog="jnn",
+        description="jnn: a JAX functional training toolkit. `jnn train` trains on a built-in "
+        "data set and writes a run folder; `jnn check` runs sanity and gradient checks.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{train,check}")
+    train = sub.add_parser(
+        "train",
+        help="train a model (or an ensemble) and write a run folder",
+        description="Train a network on a built-in data set (no download). Writes "
+        "config.json, metrics.jsonl, a checkpoint, PNG plots and report.md to --out.",
+    )
+    add_train_options(train)
+    train.set_defaults(func=_train.cmd_train)
+    check = sub.add_parser(
+        "check",
+        help="sanity checks and gradient check on the configured model",
+        description="Run jnn.sanity (initial loss, regularisation, overfit a tiny set) and "
+        "jnn.gradcheck on the model configured by the same options as `jnn train`.",
+    )
+    add_check_options(check)
+    check.set_defaults(func=_check.cmd_check)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``jnn`` command; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, or a usage error argparse already printed
+        return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 2
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except UsageError as err:
+        print(f"jnn {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:
+        from jnn.cli._train import interrupted_message
+
+        print(interrupted_message(err, args), file=sys.stderr)
+        return 143 if getattr(err, "signal_name", "") == "SIGTERM" else 130

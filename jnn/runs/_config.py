@@ -1,0 +1,334 @@
+"""``RunConfig``: every option of a ``jnn train`` run, defaults filled and checked, frozen.
+
+Built once (from the command line or from Python), written to ``config.json``, compared on
+``--resume``. Hyperparameters that an ensemble may sweep (``lr``, ``l2``, ``weight_decay``,
+``dropout``, ``momentum``) are tuples: one value trains one model, several values train one
+ensemble member per combination (times ``ensemble`` seeds each).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+from pathlib import Path
+
+__all__ = ["RUN_DEFINING", "RunConfig", "SWEEPABLE"]
+
+DATASETS = ("digits", "mnist1d", "many-classes")
+MODELS = ("mlp", "cnn")
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "elu", "selu", "gelu", "swish")
+NORMS = ("none", "batch", "layer")
+INITS = (
+    "default",
+    "lecun_normal",
+    "xavier_normal",
+    "xavier_uniform",
+    "kaiming_normal",
+    "kaiming_uniform",
+)
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "nadam")
+SCHEDULES = ("constant", "cosine", "warmup-cosine", "step", "exponential", "inverse-sqrt")
+OUTPUTS = ("softmax", "hsoftmax")
+TREES = ("balanced", "huffman")
+DTYPES = ("float32", "bfloat16", "float16", "float64")
+SWEEPABLE = ("lr", "l2", "weight_decay", "dropout", "momentum")
+# Schedules whose shape does not depend on the total number of steps: only these runs may
+# be extended with a larger --epochs on --resume (a cosine run would change its curve).
+OPEN_ENDED_SCHEDULES = ("constant", "inverse-sqrt")
+
+_DEFAULT_WIDTHS = {"mlp": (256, 256), "cnn": (64, 64, 64)}
+_DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.05, "rmsprop": 1e-3}
+_DEFAULT_DROPOUT = {"mlp": 0.2, "cnn": 0.3}
+# momentum / nesterov SGD: the momentum; the Adam family: b1.
+_DEFAULT_MOMENTUM = {k: (0.9,) for k in ("momentum", "nesterov", "adam", "adamw", "nadam")}
+_DEFAULT_EPOCHS = {"mlp": 30, "cnn": 20}
+_DEFAULT_BATCH = {"mlp": 128, "cnn": 64}
+_CHOICES = {
+    "dataset": DATASETS,
+    "model": MODELS,
+    "activation": ACTIVATIONS,
+    "norm": NORMS,
+    "init": INITS,
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+    "output": OUTPUTS,
+    "tree": TREES,
+    "dtype": DTYPES,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """The options of one run (see ``jnn train --help`` for each).
+
+    ``None`` means "the default for this model/optimizer"; :meth:`filled` resolves those.
+    """
+
+    # data
+    dataset: str = "digits"
+    data: str | None = None
+    classes: int = 1000
+    examples: int = 4096
+    # model
+    model: str = "mlp"
+    widths: tuple | None = None
+    kernel_size: int = 5
+    activation: str = "relu"
+    norm: str = "none"
+    dropout: tuple | None = None
+    init: str = "default"
+    output: str = "softmax"
+    tree: str = "balanced"
+    dtype: str = "float32"
+    # optimisation
+    optimizer: str = "adam"
+    lr: tuple | None = None
+    momentum: tuple | None = None
+    weight_decay: tuple | None = None
+    schedule: str = "cosine"
+    warmup: float = 0.0
+    epochs: int | None = None
+    batch_size: int | None = None
+    l2: tuple = (0.0,)
+    patience: int | None = None
+    seed: int = 0
+    # ensembles
+    ensemble: int = 1
+    shuffle: str = "shared"
+    bootstrap: bool = False
+    snapshots: int = 0
+    ema: float | None = None
+    # devices and hosts
+    devices: int | None = None
+    coordinator: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+    # output
+    out: str | None = None
+    checkpoint_every: int | None = None
+    checkpoint_seconds: float = 60.0
+    progress: bool = True
+    plots: bool = True
+    cache: bool = True
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def from_options(cls, **options) -> RunConfig:
+        """A config from keyword options (unknown names refused), defaults filled, checked."""
+        unknown = sorted(set(options) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown run options {unknown}")
+        options = {
+            k: _as_tuple(v) if k in SWEEPABLE or k == "widths" else v for k, v in options.items()
+        }
+        return cls(**options).filled()
+
+    def filled(self) -> RunConfig:
+        """Resolves the model- and optimizer-dependent defaults, then checks everything."""
+        init = self.init
+        if init == "default":
+            init = "xavier_normal" if self.activation in ("tanh", "sigmoid") else "kaiming_normal"
+        if self.activation == "selu" and init == "kaiming_normal":
+            init = "lecun_normal"
+        done = dataclasses.replace(
+            self,
+            widths=self.widths or _DEFAULT_WIDTHS[self.model] if self.model in MODELS else None,
+            lr=self.lr or (_DEFAULT_LR.get(self.optimizer, 3e-3),),
+            dropout=self.dropout
+            if self.dropout is not None
+            else (_DEFAULT_DROPOUT.get(self.model, 0.0),),
+            momentum=self.momentum or _DEFAULT_MOMENTUM.get(self.optimizer),
+            weight_decay=self.weight_decay or ((1e-4,) if self.optimizer == "adamw" else None),
+            epochs=self.epochs or _DEFAULT_EPOCHS.get(self.model, 30),
+            batch_size=self.batch_size or _DEFAULT_BATCH.get(self.model, 128),
+            init=init,
+        )
+        done.check()
+        return done
+
+    # ------------------------------------------------------------------ checks
+
+    def check(self) -> None:
+        """Raises ``ValueError`` naming the first option that is out of range."""
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(
+                    f"--{_flag(name)} must be one of {choices}, got {getattr(self, name)!r}"
+                )
+        _positive_ints(
+            self, ("classes", "examples", "kernel_size", "epochs", "batch_size", "ensemble")
+        )
+        _positive_ints(
+            self, ("patience", "checkpoint_every", "devices", "num_processes"), optional=True
+        )
+        if not self.widths or any(not isinstance(w, int) or w <= 0 for w in self.widths):
+            raise ValueError(f"--widths must be positive integers, got {self.widths}")
+        _in_range("lr", self.lr, 0.0, math.inf, low_open=True)
+        _in_range("l2", self.l2, 0.0, math.inf)
+        _in_range("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        _in_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        _in_range("weight_decay", self.weight_decay, 0.0, math.inf)
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        if self.momentum is not None and self.optimizer in ("sgd", "adagrad"):
+            raise ValueError(
+                f"--momentum does not apply to --optimizer {self.optimizer} (use momentum, "
+                "nesterov, rmsprop or the adam family, where it is Adam's b1)"
+            )
+        if self.weight_decay is not None and self.optimizer != "adamw":
+            raise ValueError("--weight-decay applies to --optimizer adamw (use --l2 otherwise)")
+        if not (0.0 <= self.warmup < self.epochs):
+            raise ValueError(
+                f"--warmup {self.warmup} epochs must be in [0, --epochs {self.epochs})"
+            )
+        if self.shuffle not in ("shared", "per_member"):
+            raise ValueError(f"shuffle must be 'shared' or 'per_member', got {self.shuffle!r}")
+        if self.snapshots < 0 or (self.snapshots and self.epochs % self.snapshots):
+            raise ValueError(
+                f"--snapshots {self.snapshots} must divide --epochs {self.epochs} (one cosine "
+                "cycle per snapshot)"
+            )
+        if self.ema is not None and not 0.0 < self.ema < 1.0:
+            raise ValueError(f"--ema decay must be in (0, 1), got {self.ema}")
+        if self.checkpoint_seconds < 0:
+            raise ValueError(f"--checkpoint-seconds must be >= 0, got {self.checkpoint_seconds}")
+        if self.output == "hsoftmax" and self.model not in MODELS:
+            raise ValueError("--output hsoftmax needs --model mlp or cnn")
+
+    # ------------------------------------------------------------------ ensembles
+
+    @property
+    def sweep(self) -> dict:
+        """The swept hyperparameters: ``{name: values}`` for every option with 2+ values."""
+        return {k: getattr(self, k) for k in SWEEPABLE if len(getattr(self, k) or ()) > 1}
+
+    def members(self) -> list[dict]:
+        """One dict per ensemble member: its seed index and hyperparameter values
+        (the grid of every swept option, times ``ensemble`` seeds)."""
+        names = [k for k in SWEEPABLE if getattr(self, k) is not None]
+        grid = itertools.product(*(getattr(self, k) for k in names))
+        combos = [dict(zip(names, values, strict=True)) for values in grid]
+        return [{"seed": s, **c} for c in combos for s in range(self.ensemble)]
+
+    @property
+    def num_members(self) -> int:
+        return len(self.members())
+
+    # ------------------------------------------------------------------ persistence
+
+    def to_json(self) -> dict:
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_json(cls, stored: dict) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls.from_options(**{k: v for k, v in stored.items() if k in known})
+
+    def save(self, path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    def resumed(self, explicit: dict) -> RunConfig:
+        """This (stored) config continued with the options given again on ``--resume``.
+
+        Every explicitly given option must equal the stored one, except ``epochs``, which may
+        be raised to train longer when the schedule does not depend on the total
+        (``constant``, ``inverse-sqrt``); output-only options (``out``, ``progress``,
+        ``plots``, ``cache``, ``checkpoint_*``) may change freely.
+
+        Raises:
+          ValueError: listing every option that differs.
+        """
+        candidate = RunConfig.from_options(**{**self._given(), **explicit})
+        diff = [k for k in RUN_DEFINING if getattr(candidate, k) != getattr(self, k)]
+        if "epochs" in diff and self._may_extend(candidate):
+            diff.remove("epochs")
+        if diff:
+            raise ValueError(
+                "--resume with different options than the stored run: "
+                + ", ".join(
+                    f"--{_flag(k)} {_show(getattr(self, k))} -> {_show(getattr(candidate, k))}"
+                    for k in diff
+                )
+                + _epochs_hint(self, candidate, diff)
+            )
+        return candidate
+
+    def _given(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def _may_extend(self, candidate) -> bool:
+        return candidate.epochs > self.epochs and self.schedule in OPEN_ENDED_SCHEDULES
+
+
+RUN_DEFINING = tuple(
+    f.name
+    for f in dataclasses.fields(RunConfig)
+    if f.name
+    not in (
+        "out",
+        "checkpoint_every",
+        "checkpoint_seconds",
+        "progress",
+        "plots",
+        "cache",
+        "devices",
+        "coordinator",
+        "num_processes",
+        "process_id",
+    )
+)
+
+
+def _epochs_hint(stored, candidate, diff) -> str:
+    if "epochs" not in diff:
+        return ""
+    if candidate.epochs > stored.epochs:
+        return (
+            f" (a --schedule {stored.schedule} run cannot be extended: its curve depends on the "
+            "total number of epochs; only constant and inverse-sqrt runs can)"
+        )
+    return " (--epochs can only be raised)"
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _show(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return str(value)
+
+
+def _as_tuple(value):
+    if value is None or isinstance(value, tuple):
+        return value
+    if isinstance(value, (list, range)):
+        return tuple(value)
+    return (value,)
+
+
+def _positive_ints(config, names, optional=False) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if optional and value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"--{_flag(name)} must be a positive integer, got {value!r}")
+
+
+def _in_range(name, values, low, high, low_open=False, high_open=False) -> None:
+    for v in values or ():
+        ok = isinstance(v, (int, float)) and math.isfinite(v) if high == math.inf else True
+        ok = ok and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+        if not ok:
+            lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+            raise ValueError(
+                f"--{_flag(name)} values must be in {lo}{low:g}, {high:g}{hi}, got {v!r}"
+            )

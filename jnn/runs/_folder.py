@@ -1,0 +1,158 @@
+"""The run folder: ``config.json``, ``metrics.jsonl``, ``checkpoint/``, plots, ``summary.json``
+and ``report.md``. Only process 0 of a multi-process run writes it."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+__all__ = ["RunFolder", "jsonable"]
+
+PLOT_TITLES = {
+    "loss": "Loss per epoch",
+    "accuracy": "Train vs validation accuracy",
+    "update_ratio": "Update/weight ratio per layer (target 1e-3)",
+    "activations": "Activations per layer",
+    "first_layer": "First-layer weights",
+    "reliability": "Reliability diagram (ensemble, test set)",
+}
+
+
+def jsonable(value):
+    """Python floats/ints/lists/dicts for JSON: arrays and NumPy scalars converted, NaN ->
+    ``None``, infinities clipped to +-1e308."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else (1e308 if value > 0 else -1e308)
+    return value
+
+
+class RunFolder:
+    """Reads and writes one run folder.
+
+    Args:
+      path: the folder (created by :meth:`create` only once a run really starts).
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return (self.path / "checkpoint").absolute()
+
+    def holds_run(self) -> bool:
+        """Whether a run already lives here (a config or a checkpoint folder)."""
+        return (self.path / "config.json").exists() or self.checkpoint_dir.exists()
+
+    def check_writable(self) -> None:
+        """Raises ``OSError`` unless the folder (or its nearest existing parent) is writable;
+        creates nothing."""
+        probe = self.path
+        while not probe.exists():
+            if probe.parent == probe:
+                break
+            probe = probe.parent
+        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+            raise OSError(
+                f"cannot write the output folder {str(self.path)!r} ({probe} is not a "
+                "writable folder)"
+            )
+
+    def create(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def clear(self) -> None:
+        """Removes a previous run's files (``--overwrite``)."""
+        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+        for name in ("config.json", "metrics.jsonl", "summary.json", "report.md"):
+            (self.path / name).unlink(missing_ok=True)
+
+    def load_config(self) -> dict:
+        return json.loads((self.path / "config.json").read_text())
+
+    def save_config(self, config) -> None:
+        config.save(self.path / "config.json")
+
+    def append_metrics(self, record: dict) -> None:
+        with (self.path / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(jsonable(record)) + "\n")
+
+    def write_metrics(self, history) -> None:
+        """Rewrites ``metrics.jsonl`` to exactly ``history`` (e.g. a resumed checkpoint's)."""
+        lines = "".join(json.dumps(jsonable(r)) + "\n" for r in history)
+        (self.path / "metrics.jsonl").write_text(lines)
+
+    def read_metrics(self) -> list:
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def write_summary(self, summary: dict) -> None:
+        (self.path / "summary.json").write_text(json.dumps(jsonable(summary), indent=2) + "\n")
+
+    def write_plots(self, history, stats, params, image_shape, reliability=None) -> dict:
+        """Writes the babysitting figures; returns ``{name: file name}``.
+
+        Args:
+          history: the per-epoch records.
+          stats: ``jnn.monitor.activation_stats`` of the final model.
+          params: the final params (the first layer's weights are drawn).
+          image_shape: the inputs' spatial layout, or ``None``.
+          reliability: optional ``(probs, labels)`` for the reliability diagram.
+        """
+        import jnn.plots as plots
+
+        written = {
+            "loss": plots.loss_curve(history, self.path / "loss.png"),
+            "accuracy": plots.accuracy_curve(history, self.path / "accuracy.png"),
+            "update_ratio": plots.update_ratio_curve(history, self.path / "update_ratio.png"),
+            "activations": plots.activation_histograms(stats, self.path / "activations.png"),
+        }
+        first = plots.first_layer(params, self.path / "first_layer.png", image_shape=image_shape)
+        if first is not None:
+            written["first_layer"] = first
+        if reliability is not None:
+            written["reliability"] = plots.reliability_diagram(
+                *reliability, self.path / "reliability.png"
+            )
+        return {k: Path(v).name for k, v in written.items()}
+
+    def write_report(self, config, summary: dict, plots: dict, tables: list[str] = ()) -> None:
+        """``report.md``: result, how training ended, diagnostics, extra tables (the ensemble's
+        member table), the configuration and the plots."""
+        source = config.data or config.dataset
+        lines = [f"# jnn run: {config.model} on {source}", "", summary["headline"], ""]
+        if summary.get("ended"):
+            lines += [f"**How training ended:** {summary['ended']}", ""]
+        if summary.get("last_epoch"):
+            lines += [summary["last_epoch"], ""]
+        lines += ["## Diagnostics", ""]
+        lines += [f"- {d}" for d in summary["diagnostics"]] or ["- no problems found"]
+        for table in tables:
+            lines += ["", table]
+        config_json = json.dumps(config.to_json(), indent=2)
+        lines += ["", "## Configuration", "", "```json", config_json, "```", ""]
+        if plots:
+            lines += ["## Plots", ""]
+            for key, name in plots.items():
+                lines += [f"### {PLOT_TITLES.get(key, key)}", "", f"![{key}]({name})", ""]
+        lines += [
+            "## Files",
+            "",
+            "- `config.json`: the options of this run",
+            "- `metrics.jsonl`: one JSON record per epoch",
+            "- `summary.json`: test accuracy, diagnostics, activation statistics, timings",
+            f"- `checkpoint/`: the orbax checkpoint (`jnn train --out {self.path} --resume`)",
+            "",
+        ]
+        (self.path / "report.md").write_text("\n".join(lines))

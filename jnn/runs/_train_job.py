@@ -1,0 +1,240 @@
+"""The body of :func:`jnn.runs.train_run`: train, evaluate, diagnose, write the folder."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from jnn.runs import _builders
+from jnn.runs._config import RunConfig
+from jnn.runs._folder import RunFolder
+
+__all__ = ["run"]
+
+ACTIVATION_SAMPLE = 512  # validation examples used for the activation statistics
+
+
+class Setup(NamedTuple):
+    """What a run trains: data, model, loss and the steps per epoch."""
+
+    ds: Any
+    model: Any
+    loss: Any
+    steps_per_epoch: int
+    tree: Any = None
+
+
+def _imports(config: RunConfig, clock) -> None:
+    """Imports JAX (with the compilation cache on unless ``--no-cache``) and jnn's modules."""
+    import jax
+
+    if config.cache:
+        import jnn.cache
+
+        jnn.cache.enable_compilation_cache()
+    if config.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    import jnn.monitor  # noqa: F401
+    import jnn.train  # noqa: F401
+
+    clock.lap("imports")
+
+
+def _setup(config: RunConfig, clock) -> Setup:
+    ds = _builders.load_run_data(config)
+    tree = None
+    if config.output == "hsoftmax":
+        tree = _builders.build_tree(config, ds.y_train, ds.num_classes)
+    model = _builders.build_model(config, ds.num_classes, ds.input_shape, tree=tree)
+    clock.lap("data")
+    return Setup(
+        ds, model, _builders.build_loss(config), len(ds.x_train) // config.batch_size, tree
+    )
+
+
+def _header(config: RunConfig, setup: Setup, folder: RunFolder) -> str:
+    ds = setup.ds
+    members = f", {config.num_members} members" if config.num_members > 1 else ""
+    lr = ",".join(f"{v:g}" for v in config.lr)
+    return (
+        f"jnn train: {config.model} {list(config.widths)} on {config.data or config.dataset} "
+        f"({len(ds.x_train)} train / {len(ds.x_val)} val / {len(ds.x_test)} test, "
+        f"{ds.num_classes} classes), {config.optimizer} lr {lr} {config.schedule}, "
+        f"{config.epochs} epochs of {setup.steps_per_epoch} steps{members} -> {folder.path}"
+    )
+
+
+def _callbacks(config, folder, echo):
+    """``on_start`` (rewrite metrics.jsonl to the resumed history) and ``on_epoch``."""
+    from jnn.runs._job import format_epoch
+
+    above_bar = config.progress
+
+    def on_start(history):
+        folder.write_metrics(history)
+        if history:
+            echo(f"resuming after epoch {history[-1]['epoch']} (from the checkpoint)")
+
+    def on_epoch(record):
+        folder.append_metrics(record)
+        line = format_epoch(record, config.epochs)
+        echo(line) if not above_bar else _above_bar(echo, line)
+
+    return on_start, on_epoch
+
+
+def _above_bar(echo, line):
+    from jnn.runs._job import echo_line
+
+    if echo is echo_line:
+        echo_line(line, above_bar=True)
+    else:
+        echo(line)
+
+
+def _fit_single(config: RunConfig, setup: Setup, folder: RunFolder, resume, echo):
+    import jax
+    import jax.numpy as jnp
+
+    import jnn.train
+
+    optimizer, schedule = _builders.build_optimizer(config, setup.steps_per_epoch)
+    on_start, on_epoch = _callbacks(config, folder, echo)
+    l2 = config.l2[0]
+    return jnn.train.fit(
+        setup.model,
+        setup.loss,
+        optimizer,
+        (setup.ds.x_train, setup.ds.y_train),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        key=jax.random.key(config.seed),
+        val_data=(setup.ds.x_val, setup.ds.y_val),
+        dtype=jnp.dtype(config.dtype),
+        step_options={"l2": l2} if l2 else None,
+        learning_rate=schedule,
+        checkpoint_dir=folder.checkpoint_dir,
+        checkpoint_every=config.checkpoint_every,
+        checkpoint_seconds=config.checkpoint_seconds,
+        resume=resume,
+        patience=config.patience,
+        progress=config.progress,
+        on_epoch=on_epoch,
+        on_start=on_start,
+    )
+
+
+def _ended(stopped, message) -> str | None:
+    if stopped == "early_stopping":
+        return f"early stopping: {message}"
+    if stopped == "non_finite":
+        return f"stopped on a NaN/inf: {message}"
+    return None
+
+
+def _diagnostics(setup, history, stats, stopped, message):
+    import jnn.monitor
+
+    diagnostics = jnn.monitor.diagnose(history, stats, inputs=setup.ds.x_train)
+    if stopped == "non_finite":
+        diagnostics.insert(
+            0,
+            f"training stopped: {message}; a NaN/inf usually means the learning rate is far "
+            "too high (or the inputs are not normalised)",
+        )
+    return diagnostics
+
+
+def _finish_single(config, setup, folder, result, clock, echo):
+    import jnn.monitor
+    import jnn.train
+
+    state = result.state
+    test = jnn.train.evaluate(
+        setup.model, state.params, state.model_state, setup.ds.x_test, setup.ds.y_test, setup.loss
+    )
+    x_stats = setup.ds.x_val[:ACTIVATION_SAMPLE]
+    stats = jnn.monitor.activation_stats(setup.model, state.params, state.model_state, x_stats)
+    clock.lap("evaluate")
+    history = result.history
+    summary = {
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "epochs_run": len(history),
+        "stopped": result.stopped,
+        "message": result.message,
+        "ended": _ended(result.stopped, result.message),
+        "diagnostics": _diagnostics(setup, history, stats, result.stopped, result.message),
+        "activation_stats": {
+            name: {k: v for k, v in row.items() if k not in ("hist", "edges")}
+            for name, row in stats.items()
+        },
+    }
+    plots = {}
+    if config.plots:
+        plots = folder.write_plots(history, stats, state.params, setup.ds.image_shape)
+    return summary, plots, []
+
+
+def _write_out(config, folder, summary, plots, tables, result, clock):
+    fit_timings = result.timings or {}
+    clock.timings["compile"] = fit_timings.get("compile", 0.0)
+    clock.timings["train"] = clock.timings.pop("fit", 0.0) - clock.timings["compile"]
+    history = result.history
+    train_seconds = sum(r.get("seconds", 0.0) for r in history)
+    summary["train_seconds"] = train_seconds
+    summary["headline"] = (
+        f"**Test accuracy: {100 * summary['test_accuracy']:.2f}%** (test loss "
+        f"{summary['test_loss']:.4f}) after {summary['epochs_run']} epochs, "
+        f"{train_seconds:.1f} s of training."
+    )
+    if history:
+        last = history[-1]
+        pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"
+        summary["last_epoch"] = (
+            f"Last epoch: train loss {last['train_loss']:.4f}, train accuracy "
+            f"{pct(last.get('train_acc'))}, validation accuracy {pct(last.get('val_acc'))}."
+        )
+    folder.write_report(config, summary, plots, tables)
+    clock.lap("write")
+    summary["timings"] = dict(clock.timings)
+    folder.write_summary(summary)
+
+
+def run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock):
+    """Trains and writes the run folder (see :func:`jnn.runs.train_run`)."""
+    from jnn.runs._job import RunOutcome
+
+    _imports(config, clock)
+    setup = _setup(config, clock)
+    folder.create()
+    folder.save_config(config)
+    echo(_header(config, setup, folder))
+    if config.num_members > 1:
+        from jnn.runs import _ensemble_job
+
+        result = _ensemble_job.fit(config, setup, folder, resume, echo, _callbacks)
+        clock.lap("fit")
+        summary, plots, tables = _ensemble_job.finish(config, setup, folder, result, clock, echo)
+    else:
+        result = _fit_single(config, setup, folder, resume, echo)
+        clock.lap("fit")
+        summary, plots, tables = _finish_single(config, setup, folder, result, clock, echo)
+    _write_out(config, folder, summary, plots, tables, result, clock)
+    _echo_end(summary, folder, echo)
+    return RunOutcome(folder.path, summary, 1 if result.stopped == "non_finite" else 0)
+
+
+def _echo_end(summary, folder, echo):
+    if summary.get("ended"):
+        echo(summary["ended"])
+    echo("diagnostics:")
+    for line in summary["diagnostics"] or ["no problems found"]:
+        echo(f"  - {line}")
+    for line in summary.get("console_tail", []):
+        echo(line)
+    default = (
+        f"test accuracy {100 * summary['test_accuracy']:.2f}% (loss "
+        f"{summary['test_loss']:.4f}) after {summary['epochs_run']} epochs, "
+        f"{summary['train_seconds']:.1f}s of training; run folder {folder.path}"
+    )
+    echo(summary.get("final_line") or default)
