@@ -17,6 +17,7 @@ Layout: ``_state`` (TrainState, init), ``_step`` (the objective and the step), `
 checkpoints, resume, interrupts, early stopping), ``_checkpoints``, ``_fit``.
 """
 
+from jnn.train._averages import ema_params, params_ema, recompute_batch_stats
 from jnn.train._checkpoints import CheckpointError
 from jnn.train._evaluate import evaluate
 from jnn.train._fit import FitResult, fit
@@ -30,8 +31,11 @@ __all__ = [
     "Interrupted",
     "Objective",
     "TrainState",
+    "ema_params",
     "evaluate",
     "fit",
     "init",
     "make_step",
+    "params_ema",
+    "recompute_batch_stats",
 ]

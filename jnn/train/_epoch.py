@@ -85,33 +85,37 @@ def _summary(metrics, last):
     }
 
 
-def build_epoch(steps_for: Callable, draw: Callable, take: Callable, validate=None):
+def build_epoch(steps_for: Callable, draw: Callable, take: Callable, validate=None, split_key=None):
     """The jitted epoch ``run(carry, data, val_data, key, extra) -> (carry, summary, val)``.
 
     Args:
       steps_for: ``extra -> StepFns`` (called while tracing; ``extra`` holds per-run arrays
         such as per-member hyperparameters, so new values do not recompile).
-      draw: ``order_key -> indices`` with the step axis first (``(steps, B)``, or
+      draw: ``(order_key, extra) -> indices`` with the step axis first (``(steps, B)``, or
         ``(steps, K, B)`` for per-member batches).
       take: ``(data, indices) -> batch``.
-      validate: optional ``(state, val_data, extra) -> metrics`` run after the last step.
+      validate: optional ``(carry, val_data, extra) -> metrics`` run after the last step.
+      split_key: ``key -> (order_key, step_key)`` (default ``jax.random.split``; an ensemble
+        splits each member's key).
 
     Returns:
       The jitted function. ``summary`` holds the epoch means (see :func:`_summary`) and
       ``"finite"``: every step's loss and the final state finite (per member for ensembles).
     """
 
+    split_key = split_key or (lambda key: tuple(jax.random.split(key)))
+
     def run(carry, data, val_data, key, extra):
-        order_key, step_key = jax.random.split(key)
+        order_key, step_key = split_key(key)
         steps = steps_for(extra)
-        idx = draw(order_key)
+        idx = draw(order_key, extra)
         carry, metrics = jax.lax.scan(
             lambda c, ix: steps.plain(c, take(data, ix), step_key), carry, idx[:-1]
         )
         carry, last = steps.monitored(carry, take(data, idx[-1]), step_key)
         summary = _summary(metrics, last)
         summary["finite"] = summary.pop("losses_finite") & steps.state_finite(carry[0])
-        val = validate(carry[0], val_data, extra) if validate is not None else None
+        val = validate(carry, val_data, extra) if validate is not None else None
         return carry, summary, val
 
     return jax.jit(run)

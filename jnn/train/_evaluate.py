@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from jnn import _memo
+from jnn import losses as _losses
 from jnn.train._state import cast_inputs
 from jnn.train._step import at_least_float32
 
@@ -15,14 +16,11 @@ EVAL_CHUNK = 1024
 
 
 def _per_example(model, loss, params, model_state, x, y):
-    """Per-example loss and top-1 hit (``jnn.losses.accuracy`` of each example; NaN if none)."""
+    """Per-example loss and top-1 hit (``jnn.losses.top1_correct``; NaN where undefined)."""
     outputs, _ = model.apply(params, model_state, cast_inputs(x, params), train=False)
     outputs = at_least_float32(outputs)
     per = loss(outputs, y).astype(jnp.float32)
-    from jnn.train._step import _interim_accuracy
-
-    one = lambda o, t: _interim_accuracy(jax.tree.map(lambda a: a[None], o), t[None])
-    correct = jax.vmap(one)(outputs, y).astype(jnp.float32)
+    correct = _losses.top1_correct(outputs, y)
     return per, correct
 
 

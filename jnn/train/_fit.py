@@ -67,7 +67,7 @@ def recorded_learning_rate(learning_rate, opt_state, step: int):
 
 
 def _draw_shared(num_examples, batch_size):
-    return lambda key: _data.batch_indices(key, num_examples, batch_size)
+    return lambda key, _extra: _data.batch_indices(key, num_examples, batch_size)
 
 
 def _take(data, idx):
@@ -89,8 +89,8 @@ def _epoch_program(model, loss, optimizer, options, num_examples, batch_size, gu
     )
     validate = None
     if chunk:
-        validate = lambda s, val, _: _evaluate.mean_loss_and_accuracy(
-            model, loss, s.params, s.model_state, *val, chunk
+        validate = lambda carry, val, _: _evaluate.mean_loss_and_accuracy(
+            model, loss, carry[0].params, carry[0].model_state, *val, chunk
         )
     return _epoch.build_epoch(
         lambda _: steps, _draw_shared(num_examples, batch_size), _take, validate

@@ -217,8 +217,10 @@ def _body_objective(body, path):
     def objective(body_params, rows, body_state, x, key):
         h, new_state = body.apply(body_params, body_state, x, key=key, train=True)
         h = at_least_float32(h)
-        per = _losses.hierarchical_path_loss(h, path._replace(w=rows["w"], b=rows["b"]))
-        return jnp.mean(per), (h, new_state)
+        path_rows = path._replace(w=rows["w"], b=rows["b"])
+        per = _losses.hierarchical_path_loss(h, path_rows)
+        hits = _losses.hierarchical_path_correct(jax.lax.stop_gradient(h), path_rows)
+        return jnp.mean(per), (jnp.mean(hits), new_state)
 
     return objective
 
@@ -273,7 +275,8 @@ def make_sparse_head_step(
 
     Returns:
       ``step(state, (x, y), key) -> (state, metrics)``; ``metrics`` has ``"loss"`` (the mean
-      loss before the update), ``"accuracy"`` (``jnn.losses.accuracy``: greedy descent),
+      loss before the update), ``"accuracy"`` (``jnn.losses.accuracy``'s greedy hits, read
+      off the gathered path: no other read of the head, so the in-place update needs no copy),
       ``"grad_norm"`` and ``"update_ratio"`` (``{}`` unless ``monitor``).
     """
     body, head, body_names, head_name = _split(model)
@@ -290,9 +293,7 @@ def make_sparse_head_step(
         path = _losses.hierarchical_path(y, head_params, tree)
         grad_fn = jax.value_and_grad(_body_objective(body, path), argnums=(0, 1), has_aux=True)
         rows = {"w": path.w, "b": path.b}
-        (loss, (h, body_state)), (g_body, g_rows) = grad_fn(body_params, rows, body_state, x, key)
-        outputs = _losses.HierarchicalOutput(h, head_params["w"], head_params["b"], tree)
-        acc = _losses.accuracy(jax.lax.stop_gradient(outputs), y)
+        (loss, (acc, body_state)), (g_body, g_rows) = grad_fn(body_params, rows, body_state, x, key)
         updates, body_opt = optimizer.update(g_body, state.opt_state.body, body_params)
         new_head, head_opt = rule.update(
             head_params, state.opt_state.head, path.nodes, g_rows, state.step

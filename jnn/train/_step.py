@@ -77,18 +77,12 @@ class Objective:
         total = data_loss
         if not (_is_off(self.l1) and _is_off(self.l2)):
             total = total + self.penalty(params).astype(data_loss.dtype)
-        accuracy = _interim_accuracy(outputs, y)
+        accuracy = _losses.accuracy(outputs, y)
         return total, (data_loss, accuracy, new_model_state)
 
     def __call__(self, params, model_state, x, y, key):
         """The scalar objective (what ``jnn.gradcheck.check_grads`` checks)."""
         return self.with_aux(params, model_state, x, y, key)[0]
-
-
-def _interim_accuracy(outputs, y):  # INTERIM until losses.accuracy returns NaN itself
-    if jnp.issubdtype(y.dtype, jnp.integer) and getattr(outputs, "ndim", 0) == y.ndim + 1:
-        return _losses.accuracy(outputs, y).astype(jnp.float32)
-    return jnp.full((), jnp.nan, jnp.float32)
 
 
 def _monitor_flag(monitor) -> int:

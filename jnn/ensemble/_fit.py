@@ -1,0 +1,500 @@
+"""``ensemble.fit``: ``jnn.train.fit`` for K members — the same epoch program and the same
+epoch loop (``jnn.train._epoch`` / ``_loop``), with the step vmapped over a member axis.
+
+What the ensemble mode adds to the loop:
+
+- **Member keys.** Member ``k`` uses ``keys[k]`` exactly as ``jnn.train.fit`` uses ``key``
+  (``init_k, run_k = split(keys[k])``; epoch ``e``: ``fold_in(run_k, e)`` split into an order
+  key and a step key). With ``shuffle="per_member"`` member ``k`` therefore equals
+  ``jnn.train.fit(..., key=keys[k])``; with ``"shared"`` (default) every member uses member
+  0's minibatch order; with ``bootstrap=True`` member ``k`` trains on its own bootstrap
+  resample (drawn once from its key) in its own order.
+- **One member's failure is not the ensemble's.** A member whose loss or new state is
+  NaN/inf is frozen at its last finite state (the guarded epoch, vmapped) and marked with
+  the step; the others go on; the ensemble's metrics exclude it. Only when every member has
+  diverged does training stop (``stopped == "non_finite"``).
+- **Snapshots** (Huang et al. 2017): with ``snapshots=S`` the params and model state at the
+  end of each of ``S`` equal cycles of epochs are kept in the carry (pair with a cyclic
+  cosine schedule); ``EnsembleFitResult.snapshot_state`` stacks them as members.
+- **EMA**: ``ema=decay`` chains ``jnn.train.params_ema(decay)`` after each member's
+  optimizer; ``EnsembleFitResult.ema_state`` holds the debiased averages, with BatchNorm
+  statistics *recomputed* on training data for the averaged weights.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jnn import _memo
+from jnn import data as _data
+from jnn import losses as _losses
+from jnn._keys import as_keys
+from jnn.ensemble import _evaluate, _hparams
+from jnn.ensemble._members import map_members
+from jnn.ensemble._state import init, member
+from jnn.ensemble._step import member_step
+from jnn.train import _averages, _epoch, _loop
+from jnn.train._fit import _checked_data, _take, recorded_learning_rate
+from jnn.train._state import TrainState, cast_inputs
+
+__all__ = ["EnsembleCarry", "EnsembleFitResult", "fit"]
+
+
+class EnsembleCarry(NamedTuple):
+    """The ensemble loop's carry (a pytree; checkpointed whole).
+
+    Attributes:
+      state: the stacked ``TrainState``.
+      bad: ``(K,)`` int32: ``-1`` for a healthy member, else the step it diverged at.
+      snapshots: ``(params, model_state)`` stacked ``(S, K, ...)``, or ``None``.
+    """
+
+    state: TrainState
+    bad: jax.Array
+    snapshots: Any = None
+
+
+class EnsembleFitResult(NamedTuple):
+    """What :func:`fit` returns.
+
+    Attributes:
+      state: the stacked final ``TrainState`` (the best-validation one after early stopping).
+      history: per-epoch records: the ensemble's keys (``train_loss``/``train_acc`` are the
+        alive members' means, ``val_loss``/``val_acc`` the ensemble's NLL and accuracy) and
+        ``"members"``, one record per member.
+      stopped, message, timings: as for ``jnn.train.FitResult``.
+      diverged: one entry per member: ``None``, or ``{"step": s, "hyperparams": {...}}``.
+      snapshot_state: the snapshots stacked as ``S * K`` members (``None`` without them).
+      ema_state: the EMA params (debiased) with recomputed BatchNorm statistics, as a stacked
+        ``TrainState`` (``None`` without ``ema``).
+    """
+
+    state: TrainState
+    history: list
+    stopped: str | None
+    message: str | None
+    timings: dict
+    diverged: list
+    snapshot_state: Any = None
+    ema_state: Any = None
+
+    @property
+    def alive(self) -> np.ndarray:
+        """``(K,)`` bool: the members that did not diverge."""
+        return np.array([d is None for d in self.diverged])
+
+
+def _with_ema(optimizer, decay):
+    """Chains ``params_ema(decay)`` after the optimizer (or after each factory product)."""
+    if decay is None:
+        return optimizer
+    if _hparams.is_factory(optimizer):
+        return _EmaFactory(optimizer, decay)
+    return optax.chain(optimizer, _averages.params_ema(decay))
+
+
+class _EmaFactory(NamedTuple):
+    """``factory(**hp)`` chained with ``params_ema`` (hashable, so programs are reused)."""
+
+    factory: Callable
+    decay: float
+
+    def __call__(self, **hp):
+        return optax.chain(self.factory(**hp), _averages.params_ema(self.decay))
+
+
+# ----------------------------------------------------------------------------- the program
+
+
+def _split_member_keys(keys):
+    order, step = jax.vmap(lambda k: tuple(jax.random.split(k)))(keys)
+    return order, step
+
+
+def _draw(num_examples, batch_size, shuffle):
+    def shared(order_keys, _extra):
+        return _data.batch_indices(order_keys[0], num_examples, batch_size)
+
+    def per_member(order_keys, extra):
+        idx = jax.vmap(lambda k: _data.batch_indices(k, num_examples, batch_size))(order_keys)
+        samples = extra.get("samples")
+        if samples is not None:
+            idx = jax.vmap(lambda s, i: s[i])(samples, idx)
+        return jnp.swapaxes(idx, 0, 1)  # (steps, K, B)
+
+    return shared if shuffle == "shared" else per_member
+
+
+def _validate(model, loss, chunk):
+    def run(carry, val, hp):
+        state, bad = carry
+        x, y = val
+
+        def one(p, s, h):
+            out = _evaluate.member_outputs(_hparams.member_model(model, h), p, s, x)
+            return jnp.mean(loss(out, y)), _losses.log_probabilities(out)
+
+        member_loss, logp = map_members(one, (0, 0, 0), chunk)(state.params, state.model_state, hp)
+        mixed = _evaluate.mix(logp, bad < 0)
+        return {
+            "member_loss": member_loss,
+            "member_acc": jax.vmap(lambda lp: _losses.accuracy(lp, y))(logp),
+            "ensemble_nll": -jnp.mean(jnp.log(jnp.take_along_axis(mixed, y[:, None], 1) + 1e-30)),
+            "ensemble_acc": _losses.accuracy(mixed, y),
+        }
+
+    return run
+
+
+@_memo.cached
+def _program(model, loss, optimizer, options, n, batch_size, shuffle, guard, chunk, has_val):
+    options = dict(options)
+    batch_axis = None if shuffle == "shared" else 0
+
+    def lifted(monitor):
+        def one(carry, batch, key, h):
+            step = member_step(model, loss, optimizer, h, {**options, "monitor": monitor})
+            return _epoch.carry_step(step, guard)(carry, batch, key)
+
+        return map_members(one, (0, batch_axis, 0, 0), chunk)
+
+    plain, monitored = lifted(False), lifted(True)
+    finite = jax.vmap(lambda s: _epoch.all_finite((s.params, s.model_state)))
+
+    def steps_for(extra):
+        hp = extra["hp"]
+        return _epoch.StepFns(
+            lambda c, b, k: plain(c, b, k, hp), lambda c, b, k: monitored(c, b, k, hp), finite
+        )
+
+    return _epoch.build_epoch(
+        steps_for,
+        _draw(n, batch_size, shuffle),
+        _take,
+        (lambda c, v, extra: _validate(model, loss, chunk)(c, v, extra["hp"])) if has_val else None,
+        split_key=_split_member_keys,
+    )
+
+
+# ----------------------------------------------------------------------------- the mode
+
+
+class _Ingredients(NamedTuple):
+    model: Any
+    loss: Callable
+    optimizer: Any
+    options: tuple
+    num_examples: int
+    batch_size: int
+    shuffle: str
+    chunk: int | None
+    has_val: bool
+
+    def program(self, guard: bool):
+        return _program(*self[:7], guard, *self[7:])
+
+
+def _lists(tree):
+    """Device arrays -> lists of Python floats (NaN/inf -> None), one entry per member."""
+
+    def convert(v):
+        flat = np.asarray(v, np.float64).reshape(-1)
+        return [float(x) if np.isfinite(x) else None for x in flat]
+
+    return jax.tree.map(convert, jax.device_get(tree))
+
+
+def _member_rows(summary, val, bad, lrs):
+    rows = []
+    for k in range(len(bad)):
+        rows.append(
+            {
+                "member": k,
+                "train_loss": summary["loss"][k],
+                "train_acc": summary["accuracy"][k],
+                "val_loss": None if val is None else val["member_loss"][k],
+                "val_acc": None if val is None else val["member_acc"][k],
+                "learning_rate": lrs[k],
+                "diverged_at": None if bad[k] < 0 else int(bad[k]),
+            }
+        )
+    return rows
+
+
+def _alive_mean(values, alive):
+    picked = [v for v, a in zip(values, alive, strict=True) if a and v is not None]
+    return float(np.mean(picked)) if picked else None
+
+
+def _layer_means(per_member: dict, alive) -> dict:
+    """Per-layer metrics (``(K,)`` each) averaged over the alive members."""
+    return {name: _alive_mean(list(v), alive) for name, v in per_member.items()}
+
+
+class _Ensemble:
+    """The training mode of K vmapped members (see the module docstring)."""
+
+    def __init__(
+        self, ingredients, data, val_data, run_keys, extra, learning_rates, snapshots, epochs
+    ):
+        self.ing, self.data, self.val_data = ingredients, data, val_data
+        self.run_keys, self.extra, self.learning_rates = run_keys, extra, learning_rates
+        self.snapshot_epochs = [epochs // snapshots * (i + 1) for i in range(snapshots)]
+        self.timings = {"compile": 0.0, "train": 0.0}
+        self._compiled = {}
+
+    def _run(self, guard, carry, keys):
+        args = ((carry.state, carry.bad), self.data, self.val_data, keys, self.extra)
+        if guard not in self._compiled:
+            t0 = time.perf_counter()
+            self._compiled[guard] = self.ing.program(guard).lower(*args).compile()
+            self.timings["compile"] += time.perf_counter() - t0
+        return self._compiled[guard](*args)
+
+    def run_epoch(self, carry, epoch, _key):
+        t0, compiling = time.perf_counter(), self.timings["compile"]
+        keys = jax.vmap(lambda k: jax.random.fold_in(k, epoch))(self.run_keys)
+        guard = bool(jnp.any(carry.bad >= 0))
+        (state, bad), summary, val = self._run(guard, carry, keys)
+        if not guard and not bool(jnp.all(summary["finite"])):
+            (state, bad), summary, val = self._run(True, carry, keys)
+        carry = EnsembleCarry(state, bad, self._snapshot(carry.snapshots, state, epoch + 1))
+        bad_host = np.asarray(bad)
+        if (bad_host >= 0).all():
+            message = "every member diverged (non-finite loss or parameters): " + ", ".join(
+                f"member {k} at step {s}" for k, s in enumerate(bad_host)
+            )
+            return _loop.EpochOutcome(carry, None, "non_finite", message)
+        record = self.record(epoch, state, _lists(summary), _lists(val) if val else None, bad_host)
+        record["seconds"] = time.perf_counter() - t0 - (self.timings["compile"] - compiling)
+        self.timings["train"] += record["seconds"]
+        return _loop.EpochOutcome(carry, record)
+
+    def _snapshot(self, snapshots, state, epochs_done):
+        if snapshots is None or epochs_done not in self.snapshot_epochs:
+            return snapshots
+        i = self.snapshot_epochs.index(epochs_done)
+        return jax.tree.map(
+            lambda s, v: s.at[i].set(v), snapshots, (state.params, state.model_state)
+        )
+
+    def record(self, epoch, state, summary, val, bad):
+        step = int(np.asarray(state.step)[0])
+        alive = bad < 0
+        lrs = [
+            recorded_learning_rate(lr, member(state.opt_state, k), step)
+            for k, lr in enumerate(self.learning_rates)
+        ]
+        rows = _member_rows(summary, val, bad, lrs)
+        accs = [
+            (r["val_acc"] if val else r["train_acc"], r["member"])
+            for r in rows
+            if r["diverged_at"] is None and (r["val_acc"] if val else r["train_acc"]) is not None
+        ]
+        return {
+            "epoch": epoch + 1,
+            "step": step,
+            "train_loss": _alive_mean(summary["loss"], alive),
+            "train_acc": _alive_mean(summary["accuracy"], alive),
+            "val_loss": None if val is None else val["ensemble_nll"][0],
+            "val_acc": None if val is None else val["ensemble_acc"][0],
+            "learning_rate": _alive_mean(lrs, alive),
+            "update_ratio": _layer_means(summary["update_ratio"], alive),
+            "grad_norm": _layer_means(summary["grad_norm"], alive),
+            "alive": int(alive.sum()),
+            "best_member": max(accs)[1] if accs else None,
+            "worst_member": min(accs)[1] if accs else None,
+            "members": rows,
+        }
+
+    @staticmethod
+    def score(record):
+        return record["val_acc"]
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def _initial_carry(model, optimizer, init_keys, shape, dtype, hp, snapshots):
+    state = init(model, optimizer, init_keys, shape, dtype, hyperparams=hp or None)
+    k = init_keys.shape[0]
+    stack = None
+    if snapshots:
+        stack = jax.tree.map(
+            lambda a: jnp.zeros((snapshots, *a.shape), a.dtype), (state.params, state.model_state)
+        )
+    return EnsembleCarry(state, jnp.full((k,), -1, jnp.int32), stack)
+
+
+def _extra(hp, bootstrap, sample_keys, n):
+    extra = {"hp": hp}
+    if bootstrap:
+        extra["samples"] = jax.vmap(lambda k: _data.bootstrap_sample(k, n))(sample_keys)
+    return extra
+
+
+def _diverged(bad, hp):
+    return [
+        None if b < 0 else {"step": int(b), "hyperparams": _hparams.member_values(hp, k)}
+        for k, b in enumerate(np.asarray(bad))
+    ]
+
+
+def _averaged_states(model, carry, ema, x_train):
+    """``(snapshot_state, ema_state)`` of the final carry (``None`` where not requested)."""
+    snapshot_state = None
+    if carry.snapshots is not None:
+        params, model_state = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), carry.snapshots)
+        snapshot_state = TrainState(params, model_state, None, None)
+    ema_state = None
+    if ema is not None:
+        state = carry.state
+
+        @jax.jit
+        def averaged(opt_state, params, model_state, x):
+            avg = _averages.ema_params(opt_state, params, ema)
+            return avg, _averages.recompute_batch_stats(model, avg, model_state, x)
+
+        params, model_state = jax.vmap(averaged, in_axes=(0, 0, 0, None))(
+            state.opt_state, state.params, state.model_state, cast_inputs(x_train, state.params)
+        )
+        ema_state = TrainState(params, model_state, None, state.step)
+    return snapshot_state, ema_state
+
+
+def fit(
+    model,
+    loss: Callable,
+    optimizer,
+    train_data,
+    *,
+    epochs: int,
+    batch_size: int,
+    keys,
+    val_data=None,
+    hyperparams: dict | None = None,
+    state: TrainState | None = None,
+    dtype=None,
+    shuffle: str = "shared",
+    bootstrap: bool = False,
+    step_options: dict | None = None,
+    learning_rate=None,
+    ema: float | None = None,
+    snapshots: int = 0,
+    member_chunk: int | None = None,
+    checkpoint_dir=None,
+    checkpoint_every: int | None = None,
+    checkpoint_seconds: float = 60.0,
+    resume: bool = False,
+    patience: int | None = None,
+    progress: bool = True,
+    on_epoch: Callable | None = None,
+    on_start: Callable | None = None,
+) -> EnsembleFitResult:
+    """Trains ``K`` members in one compiled program per epoch (see the module docstring).
+
+    Args:
+      model, loss: as for ``jnn.train.fit``.
+      optimizer: a transformation, or a factory called per member with its optimizer
+        hyperparameters (``jnn.optim.adam``, ``lambda learning_rate: ...``).
+      train_data, val_data, epochs, batch_size, state, dtype, step_options, checkpoint_dir,
+        checkpoint_every, checkpoint_seconds, resume, patience, progress, on_epoch,
+        on_start: as for ``jnn.train.fit`` (early stopping follows the ensemble's
+        validation accuracy; checkpoints hold every member).
+      keys: ``K`` member keys, typed ``(K,)`` or raw ``(K, 2)``.
+      hyperparams: per-member values ``{name: K values}`` (``learning_rate``, ``b1``,
+        ``momentum``, ``weight_decay``, ``l1``, ``l2``, ``dropout``, ...); arrays in the
+        compiled program, so a new sweep reuses it.
+      shuffle: ``"shared"`` (member 0's minibatch order for all) or ``"per_member"``.
+      bootstrap: each member trains on its own bootstrap resample (implies per-member order).
+      learning_rate: for the history: one float/schedule for all, or a list of K.
+      ema: keep a debiased EMA of each member's params with this decay.
+      snapshots: keep the state at the end of each of this many equal cycles of epochs.
+      member_chunk: train (and validate) this many members at a time.
+
+    Returns:
+      :class:`EnsembleFitResult`.
+    """
+    member_keys = as_keys(keys)
+    k = member_keys.shape[0]
+    hp = _hparams.as_hyperparams(hyperparams, k)
+    shuffle = "per_member" if bootstrap else shuffle
+    if shuffle not in ("shared", "per_member"):
+        raise ValueError(f"shuffle must be 'shared' or 'per_member', got {shuffle!r}")
+    if snapshots < 0 or (snapshots and epochs % snapshots):
+        raise ValueError(f"snapshots={snapshots} must divide epochs={epochs}")
+    split = jax.vmap(lambda key: tuple(jax.random.split(key)))(member_keys)
+    init_keys, run_keys = split
+    optimizer = _with_ema(optimizer, ema)
+    shape = (batch_size, *np.shape(train_data[0])[1:])
+    carry = _initial_carry(model, optimizer, init_keys, shape, dtype, hp, snapshots)
+    if state is not None:
+        carry = carry._replace(state=state)
+    (x, y), val_data = _checked_data(
+        model, member(carry.state, 0), train_data, val_data, batch_size, patience
+    )
+    params0 = member(carry.state.params, 0)
+    put = lambda pair: (
+        jax.device_put(cast_inputs(jnp.asarray(pair[0]), params0)),
+        jax.device_put(pair[1]),
+    )
+    options = tuple(sorted((step_options or {}).items()))
+    ingredients = _Ingredients(
+        model,
+        loss,
+        optimizer,
+        options,
+        len(x),
+        batch_size,
+        shuffle,
+        member_chunk,
+        val_data is not None,
+    )
+    learning_rates = (
+        learning_rate if isinstance(learning_rate, (list, tuple)) else [learning_rate] * k
+    )
+    mode = _Ensemble(
+        ingredients,
+        put((x, y)),
+        put(val_data) if val_data else None,
+        run_keys,
+        _extra(hp, bootstrap, init_keys, len(x)),
+        learning_rates,
+        snapshots,
+        epochs,
+    )
+    policy = None
+    if checkpoint_dir is not None:
+        policy = _loop.CheckpointPolicy(
+            checkpoint_dir, checkpoint_every, checkpoint_seconds, resume
+        )
+    result = _loop.run_epochs(
+        mode,
+        carry,
+        epochs=epochs,
+        key=run_keys[0],
+        checkpoint=policy,
+        patience=patience,
+        progress=progress,
+        on_epoch=on_epoch,
+        on_start=on_start,
+    )
+    final = result.carry
+    snapshot_state, ema_state = _averaged_states(model, final, ema, x)
+    return EnsembleFitResult(
+        final.state,
+        result.history,
+        result.stopped,
+        result.message,
+        mode.timings,
+        _diverged(final.bad, hp),
+        snapshot_state,
+        ema_state,
+    )
