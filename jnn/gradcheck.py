@@ -149,6 +149,21 @@ class _StaticArgs(NamedTuple):
     static: tuple  # (position, value) of the non-array leaves of `args`
 
 
+class _Problem(NamedTuple):
+    """``f`` at the checked point: the static parts (``f``, layouts) and the arrays."""
+
+    f: Any
+    layout: _Layout
+    static_args: _StaticArgs
+    flat: Any  # float64 vector of every floating param entry, leaf after leaf
+    fixed_leaves: tuple  # the non-floating param leaves (never shifted)
+    dynamic_args: tuple  # the array leaves of `args` (floating ones in float64)
+
+    @property
+    def size(self) -> int:
+        return int(self.flat.shape[0])
+
+
 def _is_floating(x) -> bool:
     return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)
 
@@ -166,7 +181,8 @@ def _as_float64(x):
     return x
 
 
-def _prepare(params, args):
+def _split_params(params):
+    """The params' layout, their floating entries as one float64 vector, the other leaves."""
     leaves, treedef = jax.tree.flatten(params)
     leaves = [_as_float64(leaf) for leaf in leaves]
     floating = tuple(_is_floating(leaf) for leaf in leaves)
@@ -177,8 +193,12 @@ def _prepare(params, args):
         [jnp.ravel(x) for x, fl in zip(leaves, floating, strict=True) if fl]
         or [jnp.zeros((0,), jnp.float64)]
     )
-    others = tuple(x for x, fl in zip(leaves, floating, strict=True) if not fl)
+    fixed_leaves = tuple(x for x, fl in zip(leaves, floating, strict=True) if not fl)
+    return layout, flat, fixed_leaves
 
+
+def _split_args(args):
+    """The array leaves of ``args`` (traced) and the others (static, so hashable)."""
     arg_leaves, arg_def = jax.tree.flatten(args)
     dynamic, static = [], []
     for i, leaf in enumerate(arg_leaves):
@@ -194,10 +214,16 @@ def _prepare(params, args):
             "check_grads: every non-array argument of f must be hashable (it is treated as "
             f"static); got {[type(v).__name__ for _, v in static]}. Close over it in f instead."
         ) from err
-    return layout, flat, others, tuple(dynamic), static_args
+    return static_args, tuple(dynamic)
 
 
-def _rebuild(layout: _Layout, flat, others):
+def _prepare(f, params, args) -> _Problem:
+    layout, flat, fixed_leaves = _split_params(params)
+    static_args, dynamic_args = _split_args(args)
+    return _Problem(f, layout, static_args, flat, fixed_leaves, dynamic_args)
+
+
+def _rebuild(layout: _Layout, flat, fixed_leaves):
     leaves, offset, j = [], 0, 0
     for shape, fl in zip(layout.shapes, layout.floating, strict=True):
         if fl:
@@ -205,33 +231,36 @@ def _rebuild(layout: _Layout, flat, others):
             leaves.append(flat[offset : offset + size].reshape(shape))
             offset += size
         else:
-            leaves.append(others[j])
+            leaves.append(fixed_leaves[j])
             j += 1
     return jax.tree.unflatten(layout.treedef, leaves)
 
 
-def _call(f, layout, static_args, flat, others, dynamic):
-    leaves = list(dynamic)
+def _call(f, layout, static_args, flat, fixed_leaves, dynamic_args):
+    leaves = list(dynamic_args)
     for i, value in static_args.static:
         leaves.insert(i, value)
     args = jax.tree.unflatten(static_args.treedef, leaves)
-    return f(_rebuild(layout, flat, others), *args)
+    return f(_rebuild(layout, flat, fixed_leaves), *args)
 
 
-def _value_and_grad(f, layout, static_args, flat, others, dynamic):
-    value = lambda p: _call(f, layout, static_args, p, others, dynamic)
+def _value_and_grad(f, layout, static_args, flat, fixed_leaves, dynamic_args):
+    value = lambda p: _call(f, layout, static_args, p, fixed_leaves, dynamic_args)
     return jax.value_and_grad(value)(flat)
 
 
-def _shifted_values(f, layout, static_args, flat, others, dynamic, shifts):
+def _shifted_values(f, layout, static_args, flat, fixed_leaves, dynamic_args, shifts):
     """``f(x + shift)`` for every row of ``shifts`` (one vmapped batch)."""
-    value = lambda s: _call(f, layout, static_args, flat + s, others, dynamic)
+    value = lambda shift: _call(f, layout, static_args, flat + shift, fixed_leaves, dynamic_args)
     return jax.vmap(value)(shifts)
 
 
-def _coordinate_values(f, layout, static_args, flat, others, dynamic, index, steps):
+def _coordinate_values(f, layout, static_args, flat, fixed_leaves, dynamic_args, index, steps):
     """``f(x + steps[k] e_{index[k]})`` for every ``k`` (one vmapped batch)."""
-    value = lambda i, s: _call(f, layout, static_args, flat.at[i].add(s), others, dynamic)
+
+    def value(i, step):
+        return _call(f, layout, static_args, flat.at[i].add(step), fixed_leaves, dynamic_args)
+
     return jax.vmap(value)(index, steps)
 
 
@@ -251,13 +280,26 @@ def _batch_size(n_params: int, chunk_size, most: int) -> int:
     return int(max(1, min(most, 4_000_000 // max(1, n_params))))
 
 
-def _check_output(f, layout, static_args, flat, others, dynamic):
+def _check_output(fn: str, problem: _Problem):
+    """The dtype of ``f``'s output; raises unless it is one floating scalar."""
     out = jax.eval_shape(
-        lambda p, o, d: _call(f, layout, static_args, p, o, d), flat, others, dynamic
+        lambda flat, fixed, dynamic: _call(
+            problem.f, problem.layout, problem.static_args, flat, fixed, dynamic
+        ),
+        problem.flat,
+        problem.fixed_leaves,
+        problem.dynamic_args,
     )
+    if not isinstance(out, jax.ShapeDtypeStruct):
+        raise TypeError(
+            f"{fn}: f must return a scalar (e.g. the mean loss), got a "
+            f"{type(out).__name__} of {len(jax.tree.leaves(out))} arrays. If f returns "
+            "(loss, aux) as for jax.grad(..., has_aux=True), check a function that returns only "
+            "the loss: lambda *a: f(*a)[0]."
+        )
     if out.shape != () or not jnp.issubdtype(out.dtype, jnp.floating):
         raise ValueError(
-            f"check_grads: f must return a floating scalar (e.g. the mean loss); got shape "
+            f"{fn}: f must return a floating scalar (e.g. the mean loss); got shape "
             f"{out.shape} and dtype {out.dtype}."
         )
     return out.dtype
@@ -275,6 +317,25 @@ def _leaf_ranges(layout):
 
 
 # ----------------------------------------------------------------------------- numerical_grad
+
+
+def _coordinate_evaluations(problem: _Problem, h: float, chunk_size):
+    """``f(x + h e_i)`` and ``f(x - h e_i)`` for every coordinate ``i``: ``(2n,)`` interleaved."""
+    n = problem.size
+    batch = 2 * (_batch_size(n, chunk_size, 256) // 2 or 1)
+    index = np.repeat(np.arange(n), 2)
+    steps = np.tile([h, -h], n)
+    pad = -len(index) % batch  # whole batches: one compiled shape
+    index, steps = np.pad(index, (0, pad)), np.pad(steps, (0, pad))
+    chunks = [
+        _coordinate_values_jit(
+            *problem,
+            jnp.asarray(index[k : k + batch]),
+            jnp.asarray(steps[k : k + batch]),
+        )
+        for k in range(0, len(index), batch)
+    ]
+    return np.concatenate([np.asarray(chunk) for chunk in chunks])[: 2 * n]
 
 
 def numerical_grad(f, params, h=1e-5, *, args=(), chunk_size=None):
@@ -296,39 +357,124 @@ def numerical_grad(f, params, h=1e-5, *, args=(), chunk_size=None):
     if not h > 0:
         raise ValueError(f"numerical_grad: h must be positive, got {h}.")
     with jax.enable_x64(True):
-        layout, flat, others, dynamic, static_args = _prepare(params, tuple(args))
-        _check_output(f, layout, static_args, flat, others, dynamic)
-        n = flat.shape[0]
-        batch = 2 * (_batch_size(n, chunk_size, 256) // 2 or 1)
-        index = np.repeat(np.arange(n), 2)
-        steps = np.tile([h, -h], n)
-        pad = -len(index) % batch  # whole batches: one compiled shape
-        index, steps = np.pad(index, (0, pad)), np.pad(steps, (0, pad))
-        values = np.concatenate(
-            [
-                np.asarray(
-                    _coordinate_values_jit(
-                        f,
-                        layout,
-                        static_args,
-                        flat,
-                        others,
-                        dynamic,
-                        jnp.asarray(index[k : k + batch]),
-                        jnp.asarray(steps[k : k + batch]),
-                    )
-                )
-                for k in range(0, len(index), batch)
-            ]
-        )[: 2 * n]
+        problem = _prepare(f, params, tuple(args))
+        _check_output("numerical_grad", problem)
+        values = _coordinate_evaluations(problem, h, chunk_size)
         centred = (values[0::2] - values[1::2]) / (2 * h)
     leaves = list(jax.tree.leaves(params))
-    for i, offset, size in _leaf_ranges(layout):
-        leaves[i] = centred[offset : offset + size].reshape(layout.shapes[i])
-    return jax.tree.unflatten(layout.treedef, leaves)
+    for i, offset, size in _leaf_ranges(problem.layout):
+        leaves[i] = centred[offset : offset + size].reshape(problem.layout.shapes[i])
+    return jax.tree.unflatten(problem.layout.treedef, leaves)
 
 
 # ----------------------------------------------------------------------------- check_grads
+
+
+class _Probe(NamedTuple):
+    """One directional derivative to compare: a unit ``direction`` within one leaf."""
+
+    offset: int  # where the leaf starts in the flat vector
+    size: int  # entries in the leaf
+    direction: np.ndarray  # (size,) unit vector
+
+
+class _Errors(NamedTuple):
+    """Per probe, at the step that gave it the smallest relative error."""
+
+    relative: np.ndarray
+    absolute: np.ndarray
+    kink: np.ndarray  # bool: the error is explained by a kink
+    step: np.ndarray  # the step h used
+
+
+def _check_options(h, h_sweep, directions, coordinates, good, acceptable, wrong):
+    """The steps to try, after checking every option."""
+    steps = tuple(float(x) for x in (h_sweep if h_sweep is not None else (h,)))
+    if not steps or any(not x > 0 for x in steps):
+        raise ValueError(f"check_grads: steps must be positive, got {steps}.")
+    if directions < 0 or coordinates < 0 or directions + coordinates < 1:
+        raise ValueError(
+            "check_grads: need directions >= 0, coordinates >= 0 and at least one check per "
+            f"leaf; got directions={directions}, coordinates={coordinates}."
+        )
+    if not 0 < good <= acceptable <= wrong:
+        raise ValueError(
+            f"check_grads: need 0 < good <= acceptable <= wrong, got {good}, {acceptable}, {wrong}."
+        )
+    return steps
+
+
+def _probed_coordinates(leaf_grad, coordinates, rng) -> list[int]:
+    """The entries probed on their own: every entry of a small leaf, else the largest
+    ``|gradient|`` entry and ``coordinates - 1`` random others."""
+    size = len(leaf_grad)
+    if size <= coordinates:
+        return list(range(size))
+    if coordinates == 0:
+        return []
+    largest = int(np.argmax(np.abs(leaf_grad)))
+    rest = np.delete(np.arange(size), largest)
+    return [largest, *(int(c) for c in rng.choice(rest, size=coordinates - 1, replace=False))]
+
+
+def _probe_rows(layout, grad, directions, coordinates, rng):
+    """Probe rows (random unit directions, then single coordinates) of every floating leaf,
+    built on the host, and ``{leaf index: (first row, end row)}``."""
+    probes, spans = [], {}
+    for i, offset, size in _leaf_ranges(layout):
+        start = len(probes)
+        if size > 1:
+            for _ in range(directions):
+                d = rng.standard_normal(size)
+                probes.append(_Probe(offset, size, d / np.linalg.norm(d)))
+        leaf_grad = grad[offset : offset + size]
+        for c in _probed_coordinates(leaf_grad, coordinates, rng):
+            probes.append(_Probe(offset, size, np.eye(1, size, c)[0]))
+        spans[i] = (start, len(probes))
+    return probes, spans
+
+
+def _analytic(probes, grad) -> np.ndarray:
+    """``<grad f(x), d>`` for every probe."""
+    return np.array([p.direction @ grad[p.offset : p.offset + p.size] for p in probes])
+
+
+def _shifted_evaluations(problem: _Problem, probes, steps, chunk_size) -> np.ndarray:
+    """``f(x + h d)``, ``f(x - h d)`` for every probe and step, vmapped in fixed-size batches:
+    ``(probes, 2 * len(steps))``, columns ``+h0, -h0, +h1, -h1, ...``."""
+    signed = np.array([s for h in steps for s in (h, -h)])
+    per_probe = len(signed)
+    batch_probes = max(1, _batch_size(problem.size, chunk_size, 32) // per_probe)
+    values = []
+    for k in range(0, len(probes), batch_probes):
+        shifts = np.zeros((batch_probes * per_probe, problem.size))
+        for r, p in enumerate(probes[k : k + batch_probes]):
+            rows = slice(r * per_probe, (r + 1) * per_probe)
+            shifts[rows, p.offset : p.offset + p.size] = signed[:, None] * p.direction
+        out = _shifted_values_jit(*problem, jnp.asarray(shifts))
+        values.append(np.asarray(out).reshape(batch_probes, per_probe))
+    return np.concatenate(values)[: len(probes)] if probes else np.zeros((0, per_probe))
+
+
+def _errors_and_kinks(values, analytic, f_at_x, steps, atol, acceptable) -> _Errors:
+    """Relative and absolute errors of the centred differences, kinks, and the best step."""
+    h = np.asarray(steps)
+    f_plus, f_minus = values[:, 0::2], values[:, 1::2]  # (probes, steps)
+    a = analytic[:, None]
+    centred = (f_plus - f_minus) / (2 * h)
+    forward, backward = (f_plus - f_at_x) / h, (f_at_x - f_minus) / h
+    floor = atol if atol is not None else 1e5 * _EPS64 * max(abs(f_at_x), 1.0) / h
+    absolute = np.abs(a - centred)
+    scale = np.maximum(np.maximum(np.abs(a), np.abs(centred)), floor)
+    relative = absolute / scale
+    # a kink: the analytic value lies between the one-sided differences, which disagree by at
+    # least the error
+    lo, hi = np.minimum(forward, backward), np.maximum(forward, backward)
+    slack = acceptable * scale
+    kink = (relative > acceptable) & (a >= lo - slack) & (a <= hi + slack) & (hi - lo >= absolute)
+    best = np.argmin(relative, axis=1) if len(relative) else np.zeros((0,), int)
+    pick = lambda m: np.take_along_axis(m, best[:, None], axis=1)[:, 0]
+    return _Errors(pick(relative), pick(absolute), pick(kink), h[best])
 
 
 def _verdict(err, kink, good, acceptable, wrong):
@@ -339,6 +485,61 @@ def _verdict(err, kink, good, acceptable, wrong):
     if kink:
         return "kink"
     return "suspect" if err <= wrong else "wrong"
+
+
+def _leaf_row(name, size, span, errors: _Errors, thresholds) -> LeafCheck:
+    """The :class:`LeafCheck` of one probed leaf from its probes' errors."""
+    start, stop = span
+    relative = errors.relative[start:stop]
+    kink = errors.kink[start:stop]
+    verdicts = [_verdict(r, k, *thresholds) for r, k in zip(relative, kink, strict=True)]
+    return LeafCheck(
+        name=name,
+        size=size,
+        checked=stop - start,
+        max_rel_error=float(relative.max()),
+        max_abs_error=float(errors.absolute[start:stop].max()),
+        kink=bool(kink.any()),
+        kinks=int(kink.sum()),
+        verdict=max(verdicts, key=_ORDER.index),
+        h=float(errors.step[start + int(np.argmax(relative))]),
+    )
+
+
+def _leaf_rows(params, layout, spans, errors: _Errors, steps, thresholds):
+    """A :class:`LeafCheck` per leaf of ``params`` (``skipped``: not floating, or empty)."""
+    rows = []
+    names = list(named_leaves(params).keys())
+    for i, (name, shape) in enumerate(zip(names, layout.shapes, strict=True)):
+        size = math.prod(shape)
+        if i not in spans or size == 0:
+            rows.append(LeafCheck(name, size, 0, 0.0, 0.0, False, 0, "skipped", steps[0]))
+        else:
+            rows.append(_leaf_row(name, size, spans[i], errors, thresholds))
+    return tuple(rows)
+
+
+def _notes(out_dtype, values) -> tuple[str, ...]:
+    notes = []
+    if out_dtype != jnp.float64:
+        notes.append(
+            f"note: f returned {out_dtype} for float64 inputs (it casts internally), so the "
+            "differences carry that precision's rounding error."
+        )
+    if not np.all(np.isfinite(values)):
+        notes.append("note: f returned NaN or inf at some shifted points.")
+    return tuple(notes)
+
+
+def _nothing_to_check(params) -> ValueError:
+    dtypes = {
+        name: str(getattr(leaf, "dtype", type(leaf).__name__))
+        for name, leaf in named_leaves(params).items()
+    }
+    return ValueError(
+        "check_grads: nothing to check: params have no floating-point entries (leaves: "
+        f"{dtypes or 'none'}). Pass the parameters to differentiate as floating arrays."
+    )
 
 
 def check_grads(
@@ -390,118 +591,22 @@ def check_grads(
       A :class:`GradCheckReport`: ``ok``, ``rows`` (one :class:`LeafCheck` per leaf),
       ``failed`` and a readable ``str(report)``.
     """
-    hs = tuple(float(x) for x in (h_sweep if h_sweep is not None else (h,)))
-    if not hs or any(not x > 0 for x in hs):
-        raise ValueError(f"check_grads: steps must be positive, got {hs}.")
-    if directions < 0 or coordinates < 0 or directions + coordinates < 1:
-        raise ValueError(
-            "check_grads: need directions >= 0, coordinates >= 0 and at least one check per "
-            f"leaf; got directions={directions}, coordinates={coordinates}."
-        )
-    if not 0 < good <= acceptable <= wrong:
-        raise ValueError(
-            f"check_grads: need 0 < good <= acceptable <= wrong, got {good}, {acceptable}, {wrong}."
-        )
+    steps = _check_options(h, h_sweep, directions, coordinates, good, acceptable, wrong)
+    thresholds = (good, acceptable, wrong)
     rng = np.random.default_rng(seed)
     with jax.enable_x64(True):
-        layout, flat, others, dynamic, static_args = _prepare(params, args)
-        out_dtype = _check_output(f, layout, static_args, flat, others, dynamic)
-        f0, grad = _value_and_grad_jit(f, layout, static_args, flat, others, dynamic)
-        f0, grad = float(f0), np.asarray(grad)
-        n = flat.shape[0]
-
-        # Probe rows: (offset, size, direction within the leaf), built on the host.
-        rows, leaf_info = [], {}
-        for i, offset, size in _leaf_ranges(layout):
-            start = len(rows)
-            if size > 1:
-                for _ in range(directions):
-                    d = rng.standard_normal(size)
-                    rows.append((offset, size, d / np.linalg.norm(d)))
-            if size <= coordinates:
-                picked = list(range(size))
-            elif coordinates > 0:
-                largest = int(np.argmax(np.abs(grad[offset : offset + size])))
-                others_ = np.delete(np.arange(size), largest)
-                picked = [largest, *rng.choice(others_, size=coordinates - 1, replace=False)]
-            else:
-                picked = []
-            for c in picked:
-                rows.append((offset, size, np.eye(1, size, int(c))[0]))
-            leaf_info[i] = (start, len(rows))
-        analytic = np.array([d @ grad[o : o + s_] for o, s_, d in rows])
-
-        # Shifted evaluations: per row +h, -h for every step, vmapped in fixed-size batches.
-        steps = np.array([s_ for x in hs for s_ in (x, -x)])
-        per_row = len(steps)
-        batch_rows = max(1, _batch_size(n, chunk_size, 32) // per_row)
-        values = []
-        for k in range(0, len(rows), batch_rows):
-            shifts = np.zeros((batch_rows * per_row, n))
-            for r, (o, s_, d) in enumerate(rows[k : k + batch_rows]):
-                shifts[r * per_row : (r + 1) * per_row, o : o + s_] = steps[:, None] * d
-            out = _shifted_values_jit(
-                f, layout, static_args, flat, others, dynamic, jnp.asarray(shifts)
-            )
-            values.append(np.asarray(out).reshape(batch_rows, per_row))
-        values = np.concatenate(values)[: len(rows)] if rows else np.zeros((0, per_row))
-
-    hs_arr = np.asarray(hs)
-    fp, fm = values[:, 0::2], values[:, 1::2]  # (rows, len(hs))
-    fx = f0
-    a = analytic[:, None]
-    centred = (fp - fm) / (2 * hs_arr)
-    forward, backward = (fp - fx) / hs_arr, (fx - fm) / hs_arr
-    floor = atol if atol is not None else 1e5 * _EPS64 * max(abs(f0), 1.0) / hs_arr
-    abs_err = np.abs(a - centred)
-    scale = np.maximum(np.maximum(np.abs(a), np.abs(centred)), floor)
-    rel = abs_err / scale
-    lo, hi = np.minimum(forward, backward), np.maximum(forward, backward)
-    slack = acceptable * scale
-    kink_h = (rel > acceptable) & (a >= lo - slack) & (a <= hi + slack) & (hi - lo >= abs_err)
-    best = np.argmin(rel, axis=1) if len(rel) else np.zeros((0,), int)
-    pick = lambda m: np.take_along_axis(m, best[:, None], axis=1)[:, 0]
-    rel_b, abs_b, kink_b = pick(rel), pick(abs_err), pick(kink_h)
-
-    names = list(named_leaves(params).keys())
-    rows_out = []
-    info = leaf_info
-    for i, (name, shape) in enumerate(zip(names, layout.shapes, strict=True)):
-        size = math.prod(shape)
-        if i not in info or size == 0:
-            rows_out.append(LeafCheck(name, size, 0, 0.0, 0.0, False, 0, "skipped", hs[0]))
-            continue
-        start, stop = info[i]
-        r, e, k = rel_b[start:stop], abs_b[start:stop], kink_b[start:stop]
-        verdicts = [_verdict(x, y, good, acceptable, wrong) for x, y in zip(r, k, strict=True)]
-        worst = max(verdicts, key=_ORDER.index)
-        j = int(np.argmax(r))
-        rows_out.append(
-            LeafCheck(
-                name=name,
-                size=size,
-                checked=stop - start,
-                max_rel_error=float(r.max()),
-                max_abs_error=float(e.max()),
-                kink=bool(k.any()),
-                kinks=int(k.sum()),
-                verdict=worst,
-                h=float(hs_arr[best[start + j]]),
-            )
-        )
-    notes = []
-    if out_dtype != jnp.float64:
-        notes.append(
-            f"note: f returned {out_dtype} for float64 inputs (it casts internally), so the "
-            "differences carry that precision's rounding error."
-        )
-    if not np.all(np.isfinite(values)):
-        notes.append("note: f returned NaN or inf at some shifted points.")
-    ok = all(row.ok for row in rows_out) and not (~np.isfinite(rel_b)).any()
+        problem = _prepare(f, params, args)
+        if problem.size == 0:
+            raise _nothing_to_check(params)
+        out_dtype = _check_output("check_grads", problem)
+        f_at_x, grad = _value_and_grad_jit(*problem)
+        f_at_x, grad = float(f_at_x), np.asarray(grad)
+        probes, spans = _probe_rows(problem.layout, grad, directions, coordinates, rng)
+        analytic = _analytic(probes, grad)
+        values = _shifted_evaluations(problem, probes, steps, chunk_size)
+    errors = _errors_and_kinks(values, analytic, f_at_x, steps, atol, acceptable)
+    rows = _leaf_rows(params, problem.layout, spans, errors, steps, thresholds)
+    ok = all(row.ok for row in rows) and bool(np.all(np.isfinite(errors.relative)))
     return GradCheckReport(
-        ok=bool(ok),
-        rows=tuple(rows_out),
-        h=hs,
-        thresholds=(good, acceptable, wrong),
-        notes=tuple(notes),
+        ok=ok, rows=rows, h=steps, thresholds=thresholds, notes=_notes(out_dtype, values)
     )

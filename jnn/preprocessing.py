@@ -114,7 +114,8 @@ def fit_pca(x, k=None) -> PCAStats:
     """Principal components of the centred training data (via SVD).
 
     Signs are fixed so that each component's largest-magnitude entry is positive
-    (scikit-learn's ``svd_flip`` convention); compare to other implementations up to sign.
+    (scikit-learn's ``svd_flip`` convention with ``u_based_decision=False``): ``components``
+    equals ``sklearn.decomposition.PCA(k).fit(x).components_``, signs included.
 
     Args:
       x: ``(N, D)`` training data.

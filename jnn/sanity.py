@@ -78,6 +78,16 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def _floor_percent(fraction: float) -> str:
+    """``fraction`` as a percentage floored to one decimal: 0.999 -> "99.9%", and anything
+    below 1 never reads "100.0%"."""
+    # 1 + 1e-6: a float32 accuracy such as 29/100 = 0.28999999 still reads 29.0%
+    tenths = math.floor(fraction * 1000 * (1 + 1e-6))
+    if fraction < 1.0:
+        tenths = min(tenths, 999)
+    return f"{tenths / 10:.1f}%"
+
+
 def _fresh(model, key, shape):
     return model.init(key, tuple(shape))
 
@@ -244,10 +254,11 @@ def check_regularization(
 
 
 def _memorised(model, params, model_state, x, y):
-    """Fraction of examples fitted: argmax for integer labels, every sign for 0/1 targets."""
+    """Fraction of examples fitted: ``jnn.losses.accuracy`` for integer labels, every output's
+    sign for 0/1 targets."""
     outputs, _ = model.apply(params, model_state, x, train=False)
     if jnp.issubdtype(y.dtype, jnp.integer):
-        return jnp.mean((jnp.argmax(outputs, axis=-1) == y).astype(jnp.float32))
+        return _losses.accuracy(outputs, y).astype(jnp.float32)
     hit = (outputs > 0) == (y > 0.5)
     return jnp.mean(jnp.all(hit.reshape(hit.shape[0], -1), axis=-1).astype(jnp.float32))
 
@@ -315,24 +326,27 @@ def check_overfit(
         return CheckResult("overfit", True, steps, expected, message, details=curve)
     last = ", ".join(f"{v:.4g}" for v in curve[-5:])
     first = curve[0] if curve else float("nan")
+    message = (
+        f"best training accuracy {_floor_percent(best)} after {steps} steps on {x.shape[0]} "
+        f"examples; last losses {last} (first {first:.4g}); {_overfit_hint(curve)}."
+    )
+    return CheckResult("overfit", False, best, expected, message, details=curve)
+
+
+def _overfit_hint(curve) -> str:
+    """Why a tiny set was not memorised, read from the loss curve."""
+    first = curve[0] if curve else float("nan")
     if curve and abs(curve[-1] - first) <= 1e-6 * max(1.0, abs(first)):
-        hint = (
+        return (
             "the loss did not move: the learning rate is 0 or far too small, or the "
             "gradients do not reach the parameters"
         )
-    elif curve and not math.isfinite(curve[-1]):
-        hint = "the loss diverged: lower the learning rate"
-    else:
-        hint = (
-            "the loss moves but the model cannot memorise the examples: check that the "
-            "labels match the inputs (shuffled separately?), the learning rate, and the "
-            "model's capacity"
-        )
-    message = (
-        f"best training accuracy {best:.0%} after {steps} steps on {x.shape[0]} examples; "
-        f"last losses {last} (first {first:.4g}); {hint}."
+    if curve and not math.isfinite(curve[-1]):
+        return "the loss diverged: lower the learning rate"
+    return (
+        "the loss moves but the model cannot memorise the examples: check that the labels "
+        "match the inputs (shuffled separately?), the learning rate, and the model's capacity"
     )
-    return CheckResult("overfit", False, best, expected, message, details=curve)
 
 
 # ----------------------------------------------------------------------------- gradients

@@ -4,8 +4,12 @@ They turn silent broadcasting and dtype-widening bugs into errors.
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# jnn's caches (compiled programs, generated data) go to a folder of this test session, never
+# the user's ~/.cache; subprocesses started by the tests inherit it.
+os.environ.setdefault("JNN_CACHE_DIR", tempfile.mkdtemp(prefix="jnn-test-cache-"))
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -313,3 +313,51 @@ def test_bad_input_is_rejected():
         gradcheck.check_grads(lambda p: jnp.sum(p["w"]), {"w": jnp.ones(3)}, h=0.0)
     with pytest.raises(ValueError, match="good <= acceptable"):
         gradcheck.check_grads(lambda p: jnp.sum(p["w"]), {"w": jnp.ones(3)}, good=1e-2)
+
+
+def test_nothing_to_check_and_tuple_output_are_clear_errors():
+    with pytest.raises(ValueError, match="nothing to check"):
+        gradcheck.check_grads(lambda p: jnp.zeros(()), {})
+    with pytest.raises(ValueError, match="nothing to check.*int32"):
+        gradcheck.check_grads(lambda p: jnp.sum(p["steps"]) * 1.0, {"steps": jnp.arange(3)})
+    with pytest.raises(TypeError, match="must return a scalar.*only the loss"):
+        gradcheck.check_grads(lambda p: (jnp.sum(p["w"]), p), {"w": jnp.ones(3)})
+    with pytest.raises(TypeError, match="must return a scalar"):
+        gradcheck.numerical_grad(lambda p: [jnp.sum(p["w"])], {"w": jnp.ones(3)})
+
+
+# A gradient bug in the single entry with the largest |gradient| (10% too large) and nowhere else.
+@jax.custom_vjp
+def _tanh_layer_sum(w, x):
+    return jnp.sum(jnp.tanh(x @ w))
+
+
+def _tanh_layer_sum_fwd(w, x):
+    return _tanh_layer_sum(w, x), (w, x)
+
+
+def _tanh_layer_sum_bwd(res, g):
+    w, x = res
+    dw = g * x.T @ (1.0 - jnp.square(jnp.tanh(x @ w)))
+    largest = jnp.argmax(jnp.abs(dw))
+    return dw.ravel().at[largest].multiply(1.1).reshape(dw.shape), None
+
+
+_tanh_layer_sum.defvjp(_tanh_layer_sum_fwd, _tanh_layer_sum_bwd)
+
+
+def test_a_bug_in_the_largest_gradient_entry_is_found_by_one_coordinate():
+    # "one of them the largest gradient entry": with no random directions and one coordinate
+    # per leaf, only the largest-|gradient| entry of w is probed, and that is where the bug is.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 4))
+    params = {"w": 0.3 * rng.normal(size=(4, 5)), "b": rng.normal(size=(3,))}
+    f = lambda p, x: _tanh_layer_sum(p["w"], x) + jnp.sum(jnp.square(p["b"]))
+    # the reference gradient (NumPy): the largest entry is not entry 0, which a probe of the
+    # first coordinate would check instead (and pass)
+    true = x.T @ (1.0 - np.tanh(x @ params["w"]) ** 2)
+    assert np.argmax(np.abs(true)) != 0
+    report = gradcheck.check_grads(f, params, x, directions=0, coordinates=1)
+    assert not report.ok and report.failed == ("w",), str(report)
+    assert report.leaf("w").checked == 1
+    np.testing.assert_allclose(report.leaf("w").max_rel_error, 0.1 / 1.1, rtol=1e-6)

@@ -1,5 +1,6 @@
 """Tests for jnn.nn: numerics against NumPy / Flax, jit, vmap, grad, state, errors, summary."""
 
+import dataclasses
 import itertools
 import math
 
@@ -10,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jnn import activations as A
 from jnn import init as jinit
 from jnn import nn
 from jnn._tree import map_with_names, named_leaves
@@ -60,6 +62,12 @@ def _fake_init(layer, shape, dtype=jnp.float32, seed=0):
 # ----------------------------------------------------------------------------- core / Serial
 
 
+def _np_batchnorm(x, scale, offset, eps=1e-5):
+    axes = tuple(range(x.ndim - 1))
+    mean, var = x.mean(axis=axes), x.var(axis=axes)
+    return (x - mean) / np.sqrt(var + eps) * scale + offset, mean, var
+
+
 def test_serial_smoke_and_param_paths(key):
     net = nn.Serial(nn.Dense(16), nn.Relu(), nn.Dropout(0.5), nn.BatchNorm(), nn.Dense(3))
     params, state = net.init(key, (4, 8))
@@ -76,18 +84,38 @@ def test_serial_smoke_and_param_paths(key):
     assert list(named_leaves(state)) == ["batchnorm_3/mean", "batchnorm_3/var"]
     chex.assert_shape(params["dense_0"]["w"], (8, 16))
     chex.assert_shape(params["dense_4"]["w"], (16, 3))
-    x = jnp.asarray(_rand(0, (4, 8)))
-    y, new_state, inter = net.apply_intermediates(params, state, x, key=key, train=True)
+    # Numerics on random params/state (non-trivial BatchNorm scale, offset and statistics).
+    params, state = _fake_init(net, (4, 8))
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    s = jax.tree.map(lambda a: np.asarray(a, np.float64), state)
+    x = _rand(0, (4, 8))
+    y, new_state, inter = net.apply_intermediates(
+        params, state, jnp.asarray(x), key=key, train=True
+    )
     chex.assert_shape(y, (4, 3))
     assert list(inter) == list(nn.layer_names(net))
-    chex.assert_trees_all_close(inter["dense_4"], y)
-    # Reference: the same computation in NumPy, layer by layer from the intermediates.
-    h = np.asarray(x) @ np.asarray(params["dense_0"]["w"]) + np.asarray(params["dense_0"]["b"])
-    np.testing.assert_allclose(inter["dense_0"], h, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(inter["relu_1"], np.maximum(h, 0), rtol=1e-5, atol=1e-6)
-    y_eval, eval_state = net.apply(params, state, x)
+    # Reference: an independent NumPy forward pass. The dropout mask is drawn as documented:
+    # child 2 gets fold_in(key, 2) and keeps each unit with probability 1 - rate.
+    keep = np.asarray(jax.random.bernoulli(jax.random.fold_in(key, 2), 0.5, (4, 16)))
+    h = np.maximum(x @ p["dense_0"]["w"] + p["dense_0"]["b"], 0) * keep / 0.5
+    bn = p["batchnorm_3"]
+    h, mean, var = _np_batchnorm(h, bn["scale"], bn["offset"])
+    ref = h @ p["dense_4"]["w"] + p["dense_4"]["b"]
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+    old = s["batchnorm_3"]
+    np.testing.assert_allclose(
+        new_state["batchnorm_3"]["mean"], 0.9 * old["mean"] + 0.1 * mean, rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        new_state["batchnorm_3"]["var"], 0.9 * old["var"] + 0.1 * var, rtol=1e-5, atol=1e-6
+    )
+    # Eval: no dropout, running statistics, state unchanged.
+    y_eval, eval_state = net.apply(params, state, jnp.asarray(x))
     chex.assert_trees_all_equal(eval_state, state)
-    chex.assert_shape(y_eval, (4, 3))
+    h = np.maximum(x @ p["dense_0"]["w"] + p["dense_0"]["b"], 0)
+    h = (h - old["mean"]) / np.sqrt(old["var"] + 1e-5) * bn["scale"] + bn["offset"]
+    ref_eval = h @ p["dense_4"]["w"] + p["dense_4"]["b"]
+    np.testing.assert_allclose(y_eval, ref_eval, rtol=1e-4, atol=1e-4)
 
 
 def test_serial_per_layer_keys_are_folded(key):
@@ -490,3 +518,310 @@ def test_conv_rank_error_names_layer_and_shapes(key):
         nn.Serial(nn.Dense(3), "relu")
     with pytest.raises(ValueError, match=r"Dense\(features=3\).*rank >= 2"):
         nn.Serial(nn.Relu(), nn.Dense(3)).init(key, (5,))
+
+
+# ----------------------------------------------------------------------------- construction errors
+
+
+@pytest.mark.parametrize(
+    ("make", "exc", "match"),
+    [
+        (lambda: nn.Dense(0), ValueError, r"Dense: features must be a positive int; got 0"),
+        (lambda: nn.Dense(-1), ValueError, r"Dense: features .*got -1"),
+        (lambda: nn.Dense(2.5), TypeError, r"Dense: features .*got 2.5 \(float\)"),
+        (lambda: nn.Dense(True), TypeError, r"Dense: features .*got True"),
+        (lambda: nn.Dense(4, w_init="lecun"), TypeError, r"Dense: w_init .*'lecun'"),
+        (lambda: nn.Maxout(0), ValueError, r"Maxout: features .*got 0"),
+        (lambda: nn.Maxout(4, pieces=0), ValueError, r"Maxout: pieces .*got 0"),
+        (lambda: nn.Conv(0, 3), ValueError, r"Conv: features .*got 0"),
+        (lambda: nn.Conv(8, 0), ValueError, r"Conv: kernel_size must be positive; got 0"),
+        (lambda: nn.Conv(8, (3, 0)), ValueError, r"Conv: kernel_size .*got \(3, 0\)"),
+        (lambda: nn.Conv(8, 2.5), TypeError, r"Conv: kernel_size .*got 2.5"),
+        (lambda: nn.Conv(8, 3, strides=0), ValueError, r"Conv: strides must be positive; got 0"),
+        (lambda: nn.Conv(8, (3, 3), strides=(1,)), ValueError, r"Conv: strides needs 2 values"),
+        (lambda: nn.Conv(8, 3, padding="FULL"), ValueError, r"Conv: padding .*'FULL'"),
+        (lambda: nn.Conv(8, 3, padding=((1, 1), (1, 1))), ValueError, r"Conv: padding needs 1"),
+        (lambda: nn.MaxPool(0), ValueError, r"MaxPool: window must be positive; got 0"),
+        (lambda: nn.AvgPool((2, 0)), ValueError, r"AvgPool: window .*got \(2, 0\)"),
+        (lambda: nn.MaxPool(2, strides=0), ValueError, r"MaxPool: strides .*got 0"),
+        (lambda: nn.AvgPool((2, 2), (1, -1)), ValueError, r"AvgPool: strides .*\(1, -1\)"),
+        (lambda: nn.Dropout("0.5"), TypeError, r"Dropout: rate must be a real number; got '0.5'"),
+        (lambda: nn.BatchNorm(momentum=1.5), ValueError, r"BatchNorm: momentum .*got 1.5"),
+        (lambda: nn.LayerNorm(eps=0.0), ValueError, r"LayerNorm: eps must be > 0; got 0.0"),
+        (lambda: nn.LeakyRelu("a"), TypeError, r"LeakyRelu: alpha must be a real number; got 'a'"),
+        (lambda: nn.Gelu(approximate="yes"), TypeError, r"Gelu: approximate must be a bool"),
+    ],
+)
+def test_bad_hyperparameters_raise_at_construction(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+def test_smallest_valid_hyperparameters_construct():
+    """Just inside each construction rule."""
+    assert nn.Dense(1).features == 1
+    assert nn.Dense(np.int64(3)) == nn.Dense(3)
+    assert nn.Maxout(1, pieces=1).pieces == 1
+    assert nn.Conv(1, 1, strides=1).window == (1,)
+    assert nn.Conv(1, [1, 1], strides=[1, 1]).stride_tuple == (1, 1)
+    assert nn.MaxPool(1).stride_tuple == (1,)
+    assert nn.AvgPool((1, 1), strides=(1, 1)).window_tuple == (1, 1)
+    assert nn.Dropout(0.0).rate == 0.0
+    assert nn.BatchNorm(momentum=0.0).momentum == 0.0
+    assert nn.BatchNorm(momentum=1.0).momentum == 1.0
+    assert nn.LayerNorm(eps=1e-12).eps == 1e-12
+
+
+# ------------------------------------------------------------------------ windows that do not fit
+
+
+def test_valid_conv_kernel_longer_than_input_raises(key):
+    layer = nn.Conv(2, 7, padding="VALID")
+    match = r"Conv\(features=2, kernel_size=7, padding='VALID'\): window \(7,\) .*\(2, 5, 1\)"
+    with pytest.raises(ValueError, match=match):
+        layer.init(key, (2, 5, 1))
+    with pytest.raises(ValueError, match=match):
+        nn.Serial(nn.Dense(1), layer).init(key, (2, 5, 1))
+    params, _ = _fake_init(layer, (2, 7, 1))
+    for fn in (layer.apply, jax.jit(layer.apply)):
+        with pytest.raises(ValueError, match=match):
+            fn(params, {}, jnp.ones((2, 5, 1)))
+    # Just inside: kernel == input length gives one output position, the full dot product.
+    x = _rand(20, (2, 7, 1))
+    y, _ = layer.apply(params, {}, jnp.asarray(x))
+    ref = np.einsum("nkc,kco->no", x, np.asarray(params["w"])) + np.asarray(params["b"])
+    np.testing.assert_allclose(y, ref[:, None, :], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("lowering", ["xla", "im2col"])
+def test_valid_pool_window_larger_than_input_raises(lowering):
+    layer = nn.MaxPool(20, lowering=lowering)
+    x = jnp.asarray(_rand(21, (2, 10, 3)))
+    match = r"MaxPool\(window=20.*window \(20,\) does not fit input shape \(2, 10, 3\)"
+    for fn in (layer.apply, jax.jit(layer.apply)):
+        with pytest.raises(ValueError, match=match):
+            fn({}, {}, x)
+    with pytest.raises(ValueError, match=r"AvgPool.*window \(2, 3\).*\(1, 4, 2, 1\)"):
+        nn.AvgPool((2, 3), lowering=lowering).apply({}, {}, jnp.ones((1, 4, 2, 1)))
+    # Just inside: window == length pools everything into one position.
+    y, _ = nn.MaxPool(10, lowering=lowering).apply({}, {}, x)
+    np.testing.assert_allclose(y, np.asarray(x).max(axis=1, keepdims=True))
+    y, _ = nn.AvgPool(10, lowering=lowering).apply({}, {}, x)
+    np.testing.assert_allclose(y, np.asarray(x).mean(axis=1, keepdims=True), rtol=1e-5, atol=1e-6)
+
+
+def test_explicit_padding_counts_towards_the_window():
+    layer = nn.Conv(1, 3, padding=((0, 0),))
+    params = {"w": jnp.ones((3, 1, 1)), "b": jnp.zeros((1,))}
+    with pytest.raises(ValueError, match=r"Conv.*window \(3,\).*\(1, 2, 1\)"):
+        layer.apply(params, {}, jnp.ones((1, 2, 1)))
+    y, _ = nn.Conv(1, 3, padding=((1, 0),)).apply(params, {}, jnp.asarray([[[2.0], [3.0]]]))
+    np.testing.assert_allclose(y, [[[5.0]]])  # 0 + 2 + 3: one position, padded
+    assert nn.output_shape(nn.MaxPool(20, padding="SAME"), (2, 10, 3)) == (2, 1, 3)
+
+
+def test_conv_and_pools_share_one_input_check():
+    assert nn.Conv.check_input is nn.MaxPool.check_input is nn.AvgPool.check_input
+
+
+# --------------------------------------------------------------------------- BatchNorm batch of one
+
+
+@pytest.mark.parametrize("shape", [(1, 5), (1, 1, 1, 3)])
+def test_batchnorm_train_on_one_value_per_feature_raises(key, shape):
+    layer = nn.BatchNorm()
+    params, state = layer.init(key, shape)
+    x = jnp.asarray(_rand(22, shape))
+    for fn in (layer.apply, jax.jit(layer.apply, static_argnames="train")):
+        with pytest.raises(
+            ValueError, match=r"BatchNorm\(\).*one.*example.*LayerNorm.*train=False"
+        ):
+            fn(params, state, x, train=True)
+    # train=False with one example stays fine: it uses the running statistics (0, 1).
+    y, same = layer.apply(params, state, x)
+    np.testing.assert_allclose(y, np.asarray(x) / np.sqrt(1 + 1e-5), rtol=1e-6)
+    assert same is state
+
+
+@pytest.mark.parametrize("shape", [(2, 5), (1, 2, 1, 3)])
+def test_batchnorm_train_on_two_values_per_feature_works(key, shape):
+    x = _rand(23, shape)
+    params, state = nn.BatchNorm().init(key, shape)
+    y, _ = nn.BatchNorm().apply(params, state, jnp.asarray(x), train=True)
+    ref, _, _ = _np_batchnorm(x.astype(np.float64), 1.0, 0.0)
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- output_shape
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape", "expected"),
+    [
+        (nn.Dense(4), (3, 5), (3, 4)),
+        (nn.Dense(4), (3, 6, 5), (3, 6, 4)),
+        (nn.Maxout(4, pieces=3), (3, 5), (3, 4)),
+        (nn.Conv(4, 3, strides=2), (2, 11, 3), (2, -(-11 // 2), 4)),  # SAME: ceil(n / s)
+        (nn.Conv(4, 4, padding="VALID"), (2, 11, 3), (2, 11 - 4 + 1, 4)),
+        (nn.Conv(4, (3, 2), (2, 1), "VALID"), (2, 9, 8, 3), (2, (9 - 3) // 2 + 1, 8 - 2 + 1, 4)),
+        (nn.MaxPool(2), (2, 7, 3), (2, 7 // 2, 3)),
+        (nn.AvgPool(3, 2, "SAME"), (2, 7, 3), (2, -(-7 // 2), 3)),
+        (nn.Flatten(), (2, 3, 4), (2, 12)),
+        (nn.BatchNorm(), (2, 3, 4), (2, 3, 4)),
+        (nn.Serial(nn.Conv(4, 3), nn.MaxPool(2), nn.Flatten(), nn.Dense(10)), (8, 12, 1), (8, 10)),
+    ],
+)
+def test_output_shape_matches_closed_form(layer, shape, expected):
+    assert nn.output_shape(layer, shape) == expected
+    x = np.zeros(shape, np.float32)  # and the real forward pass agrees
+    params, state = _fake_init(layer, shape)
+    assert layer.apply(params, state, jnp.asarray(x))[0].shape == expected
+
+
+def test_output_shape_allocates_nothing_and_keeps_dtype():
+    # 10^10 float32 parameters (40 GB): only possible without allocating.
+    huge = nn.Serial(nn.Dense(100_000), nn.Relu(), nn.Dense(1))
+    assert nn.output_shape(huge, (7, 100_000)) == (7, 1)
+    assert nn.output_shape(nn.Dense(3), (2, 4), jnp.bfloat16) == (2, 3)
+    with pytest.raises(ValueError, match=r"Dense\(features=3\).*rank >= 2"):
+        nn.output_shape(nn.Dense(3), (4,))
+
+
+# ----------------------------------------------------------------------------- activation family
+
+
+ACTIVATIONS = [
+    (nn.Relu(), A.relu, {}),
+    (nn.LeakyRelu(0.2), A.leaky_relu, {"alpha": 0.2}),
+    (nn.Sigmoid(), A.sigmoid, {}),
+    (nn.Tanh(), A.tanh, {}),
+    (nn.Elu(0.5), A.elu, {"alpha": 0.5}),
+    (nn.Selu(), A.selu, {}),
+    (nn.Gelu(approximate=True), A.gelu, {"approximate": True}),
+    (nn.Gelu(), A.gelu, {"approximate": False}),
+    (nn.Swish(), A.swish, {}),
+]
+
+
+@pytest.mark.parametrize(("layer", "fn", "kwargs"), ACTIVATIONS, ids=lambda v: repr(v)[:20])
+def test_activation_layers_apply_their_function(layer, fn, kwargs):
+    x = jnp.asarray(_rand(24, (3, 7)) * 3)
+    y, state = layer.apply({}, {}, x)
+    chex.assert_trees_all_close(y, fn(x, **kwargs))
+    assert state == {} and layer.init(jax.random.key(0), x.shape) == ({}, {})
+    assert y.dtype == x.dtype
+    y16, _ = layer.apply({}, {}, x.astype(jnp.bfloat16))
+    assert y16.dtype == jnp.bfloat16
+
+
+def test_activation_layers_are_frozen_hashable_value_classes():
+    assert repr(nn.Relu()) == "Relu()"
+    assert repr(nn.LeakyRelu(0.2)) == "LeakyRelu(alpha=0.2)"
+    assert repr(nn.Gelu(approximate=True)) == "Gelu(approximate=True)"
+    assert nn.Elu() == nn.Elu(1.0) == nn.Elu(alpha=1) and hash(nn.Elu()) == hash(nn.Elu(1.0))
+    assert nn.LeakyRelu(0.1) != nn.LeakyRelu(0.2)
+    assert nn.Relu() != nn.Tanh() and nn.Swish() == nn.Swish()
+    assert len({nn.Relu(), nn.Relu(), nn.Tanh(), nn.LeakyRelu(0.1), nn.LeakyRelu(0.1)}) == 3
+    for layer, _, _ in ACTIVATIONS:
+        assert isinstance(layer, nn.Layer) and isinstance(layer, type(layer))
+        assert dataclasses.is_dataclass(layer)
+    assert isinstance(nn.Relu(), nn.Relu) and not isinstance(nn.Relu(), nn.Tanh)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        nn.LeakyRelu(0.1).alpha = 0.3
+    with pytest.raises(TypeError):
+        nn.Relu(0.1)
+    net = nn.Serial(nn.Dense(2), nn.Relu(), nn.LeakyRelu(), nn.Gelu(), nn.Swish())
+    assert net.names == ("dense_0", "relu_1", "leakyrelu_2", "gelu_3", "swish_4")
+
+
+# ----------------------------------------------------------------------------- low precision
+
+
+def _bn_scan(model, params, state, xs, train=True):
+    """Steps ``model`` over ``xs`` in a ``lax.scan``, the state as carry."""
+
+    def body(s, x):
+        y, s = model.apply(params, s, x, train=train)
+        return s, y
+
+    return jax.lax.scan(body, state, xs)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_batchnorm_in_scan_keeps_state_dtype(key, dtype):
+    model = nn.Serial(nn.Dense(4), nn.BatchNorm(), nn.Relu(), nn.Dense(2))
+    params, state = model.init(key, (8, 3), dtype)
+    assert {a.dtype for a in jax.tree.leaves((params, state))} == {jnp.dtype(dtype)}
+    xs = jnp.asarray(_rand(25, (3, 8, 3)), dtype)
+    final, ys = jax.jit(_bn_scan, static_argnums=0)(model, params, state, xs)
+    assert ys.dtype == dtype
+    assert {a.dtype for a in jax.tree.leaves(final)} == {jnp.dtype(dtype)}
+    # Reference: three running-mean updates from NumPy batch means of the dense outputs.
+    w, b = (np.asarray(params["dense_0"][k], np.float64) for k in ("w", "b"))
+    mean = np.zeros(4)
+    for x in np.asarray(xs, np.float64):
+        mean = 0.9 * mean + 0.1 * (x @ w + b).mean(axis=0)
+    np.testing.assert_allclose(
+        np.asarray(final["batchnorm_1"]["mean"], np.float64), mean, atol=0.03
+    )
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_batchnorm_state_survives_float32_inputs(key, dtype):
+    """The reported crash: bf16 state, float32 inputs (standard promotion), scan carry."""
+    layer = nn.BatchNorm()
+    params, state = layer.init(key, (8, 3), dtype)
+    xs = jnp.asarray(_rand(26, (3, 8, 3)) + 2.0)
+    with jax.numpy_dtype_promotion("standard"):
+        final, _ = _bn_scan(layer, params, state, xs)
+    assert {a.dtype for a in jax.tree.leaves(final)} == {jnp.dtype(dtype)}
+    ref = sum(0.1 * 0.9 ** (2 - i) * np.asarray(xs[i]).mean(axis=0) for i in range(3))
+    np.testing.assert_allclose(np.asarray(final["mean"], np.float64), ref, rtol=0.02)
+
+
+def test_float16_batch_statistics_accumulate_in_float32(key):
+    # Squares of deviations ~400 overflow float16 (max 65504); float32 accumulation does not.
+    x = np.linspace(-400.0, 400.0, 16).reshape(16, 1).repeat(2, axis=1)
+    params, state = nn.BatchNorm().init(key, x.shape, jnp.float16)
+    y, new_state = nn.BatchNorm().apply(params, state, jnp.asarray(x, jnp.float16), train=True)
+    assert y.dtype == jnp.float16 and new_state["var"].dtype == jnp.float16
+    ref, _, var = _np_batchnorm(x, 1.0, 0.0)
+    np.testing.assert_allclose(np.asarray(y, np.float64), ref, atol=2e-3)
+    np.testing.assert_allclose(np.asarray(new_state["var"], np.float64), 0.9 + 0.1 * var, rtol=1e-3)
+
+
+def test_float64_batchnorm_in_scan(key):
+    with jax.enable_x64(True):
+        layer = nn.BatchNorm(momentum=0.5)
+        params, state = layer.init(key, (8, 3), jnp.float64)
+        xs = jnp.asarray(_rand(27, (3, 8, 3), np.float64) + 1.0)
+        final, ys = _bn_scan(layer, params, state, xs)
+        assert ys.dtype == jnp.float64
+        assert {a.dtype for a in jax.tree.leaves(final)} == {jnp.dtype(jnp.float64)}
+        ref = sum(0.5 * 0.5 ** (2 - i) * np.asarray(xs[i]).mean(axis=0) for i in range(3))
+        np.testing.assert_allclose(final["mean"], ref, rtol=1e-12)
+        np.testing.assert_allclose(ys[2], _np_batchnorm(np.asarray(xs[2]), 1.0, 0.0)[0], rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------- keys
+
+
+def test_raw_and_typed_keys_give_identical_results():
+    raw, typed = jax.random.PRNGKey(0), jax.random.key(0)
+    x = jnp.asarray(np.abs(_rand(28, (4, 50))) + 0.1)
+    drop = nn.Dropout(0.5)
+    y_raw, _ = drop.apply({}, {}, x, key=raw, train=True)
+    y_typed, _ = drop.apply({}, {}, x, key=typed, train=True)
+    chex.assert_trees_all_equal(y_raw, y_typed)
+    assert 0 < int((np.asarray(y_raw) == 0).sum()) < x.size
+    net = nn.Serial(nn.Dense(5), nn.Relu(), nn.Dropout(0.3), nn.Dense(3))
+    p_raw, s_raw = net.init(raw, (4, 50))
+    p_typed, s_typed = net.init(typed, (4, 50))
+    chex.assert_trees_all_equal(p_raw, p_typed)
+    out_raw = net.apply(p_raw, s_raw, x, key=raw, train=True)
+    out_typed = net.apply(p_typed, s_typed, x, key=typed, train=True)
+    chex.assert_trees_all_equal(out_raw, out_typed)
+    stacked = jax.vmap(lambda k: net.init(k, (4, 50)))(jax.random.split(raw, 2))
+    chex.assert_shape(stacked[0]["dense_0"]["w"], (2, 50, 5))
+    with pytest.raises(TypeError, match="key"):
+        nn.Dense(3).init(0, (2, 4))

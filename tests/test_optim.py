@@ -39,8 +39,11 @@ def _noise(dtype, steps=100, seed=0):
     return _random_tree(seed + 100, dtype, lead=(steps,))
 
 
-def _scan(opt, params, noise):
-    """Updates with gradients ``0.5 * params + noise``; every 7th gradient is all zero."""
+def _scan(opt, params, noise, state=None):
+    """Updates with gradients ``0.5 * params + noise``; every 7th gradient is all zero.
+
+    Starts from ``opt.init(params)`` unless ``state`` is given; returns ``(params, state)``.
+    """
 
     def body(carry, xs):
         (p, s), (i, n) = carry, xs
@@ -50,7 +53,8 @@ def _scan(opt, params, noise):
         return (optax.apply_updates(p, u), s), None
 
     steps = jax.tree.leaves(noise)[0].shape[0]
-    return jax.lax.scan(body, (params, opt.init(params)), (jnp.arange(steps), noise))[0]
+    state = opt.init(params) if state is None else state
+    return jax.lax.scan(body, (params, state), (jnp.arange(steps), noise))[0]
 
 
 def _both(name, kwargs, params, noise):
@@ -269,6 +273,18 @@ def test_inject_hyperparams_schedule_and_manual_override():
     chex.assert_trees_all_close(u, ru, rtol=1e-6)
     assert s.hyperparams["b2"].dtype == jnp.float32
     np.testing.assert_allclose(s.hyperparams["learning_rate"], 0.08, rtol=1e-6)
+
+
+def test_inject_hyperparams_keeps_numpy_bool_flags_static():
+    # A NumPy bool is a flag, not a hyperparameter to inject (it would be traced in update).
+    opt = jo.inject_hyperparams(jo.adam)(learning_rate=0.1, nesterov=np.bool_(True))
+    s = opt.init({"w": jnp.ones(3)})
+    assert "nesterov" not in s.hyperparams
+    u, _ = jax.jit(opt.update)({"w": jnp.ones(3)}, s)
+    with standard():  # the float32 values the injected state holds
+        ref = optax.nadam(*(float(np.float32(x)) for x in (0.1, 0.9, 0.999, 1e-8)))
+        ru, _ = ref.update({"w": jnp.ones(3)}, ref.init({"w": jnp.ones(3)}))
+    chex.assert_trees_all_close(u, ru, rtol=1e-6)
 
 
 def test_inject_hyperparams_bad_static_args():
@@ -627,3 +643,270 @@ def test_building_blocks_compose_like_optax():
         chex.assert_trees_all_close(u, ru, rtol=1e-6)
         chex.assert_trees_all_close(jax.tree.leaves(s), jax.tree.leaves(rs), rtol=1e-6)
     chex.assert_trees_all_close(jo.apply_updates(params, grads), optax.apply_updates(params, grads))
+
+
+# ------------------------------------------------------------------- argument checks
+
+# Every numeric hyperparameter of every alias and building block, with the arguments
+# it needs besides (``None`` ok: the argument is optional).
+NUMERIC_ARGS = [
+    *[("sgd", a, {"learning_rate": 0.1}) for a in ("learning_rate", "momentum")],
+    *[
+        ("adagrad", a, {"learning_rate": 0.1})
+        for a in ("learning_rate", "initial_accumulator_value", "eps")
+    ],
+    *[
+        ("rmsprop", a, {"learning_rate": 0.1})
+        for a in ("learning_rate", "decay", "eps", "initial_scale", "momentum")
+    ],
+    *[
+        (n, a, {"learning_rate": 0.1})
+        for n in ("adam", "nadam", "adamw", "nadamw")
+        for a in ("learning_rate", "b1", "b2", "eps", "eps_root")
+    ],
+    *[(n, "weight_decay", {"learning_rate": 0.1}) for n in ("adamw", "nadamw")],
+    ("trace", "decay", {"decay": 0.9}),
+    *[("scale_by_rss", a, {}) for a in ("initial_accumulator_value", "eps")],
+    *[
+        (n, a, {})
+        for n in ("scale_by_rms", "scale_by_stddev")
+        for a in ("decay", "eps", "initial_scale")
+    ],
+    *[("scale_by_adam", a, {}) for a in ("b1", "b2", "eps", "eps_root")],
+    ("scale", "step_size", {"step_size": 0.1}),
+    ("scale_by_learning_rate", "learning_rate", {"learning_rate": 0.1}),
+    ("add_decayed_weights", "weight_decay", {}),
+]
+OPTIONAL = {
+    ("sgd", "momentum"),
+    ("rmsprop", "momentum"),
+    ("scale_by_learning_rate", "learning_rate"),
+}
+SCHEDULABLE = {"learning_rate", "weight_decay"}
+BAD_TYPES = ["0.1", b"0.1", None, True, np.bool_(False), [0.1], {"lr": 0.1}, np.array(["0.1"])]
+NOT_FINITE = [float("nan"), float("inf"), -float("inf"), np.float32("nan"), np.array([0.1, np.inf])]
+
+
+def _ids(x):
+    return x if isinstance(x, str) else ""
+
+
+@pytest.mark.parametrize(("fn", "arg", "base"), NUMERIC_ARGS, ids=_ids)
+def test_numeric_hyperparameters_checked_at_construction(fn, arg, base):
+    build = lambda value: getattr(jo, fn)(**{**base, arg: value})
+    for value in BAD_TYPES:
+        if value is None and (fn, arg) in OPTIONAL:
+            continue
+        with pytest.raises(TypeError, match=rf"^{fn} needs {arg} to be a number.*got "):
+            build(value)
+    for value in NOT_FINITE:
+        with pytest.raises(ValueError, match=rf"^{fn} needs a finite {arg}, got "):
+            build(value)
+    if arg not in SCHEDULABLE:  # a callable is a schedule only where schedules are allowed
+        match = rf"{arg} to be a number(, an array or None| or an array), got <function"
+        with pytest.raises(TypeError, match=match):
+            build(lambda count: 0.9)
+    # Just inside: huge and negative finite values (Optax accepts a negative learning rate:
+    # gradient ascent), NumPy scalars and arrays, concrete JAX arrays, and schedules.
+    for value in (1e300, -0.5, 0, np.float32(0.5), np.array([0.5, 0.9]), jnp.asarray(0.5)):
+        build(value)
+    if arg in SCHEDULABLE:
+        build(js.constant_schedule(0.1))
+
+
+def test_error_names_argument_and_value():
+    with pytest.raises(TypeError, match=r"^adam needs learning_rate to be .* got '0.1' \(str\)"):
+        jo.adam("0.1")
+    with pytest.raises(TypeError, match=r"^sgd needs learning_rate to be .* got None"):
+        jo.sgd(None)  # Optax's None would silently ascend (no sign flip): refused in aliases
+    with pytest.raises(TypeError, match=r"^sgd needs momentum to be .* got True \(bool\)"):
+        jo.sgd(0.1, True)  # a bool in momentum's place (nesterov meant?)
+    with pytest.raises(ValueError, match=r"^nadamw needs a finite b1, got nan"):
+        jo.nadamw(0.1, b1=float("nan"))
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda v: jo.sgd(0.1, 0.9, nesterov=v), "sgd needs nesterov"),
+        (lambda v: jo.rmsprop(0.1, centered=v), "rmsprop needs centered"),
+        (lambda v: jo.rmsprop(0.1, eps_in_sqrt=v), "rmsprop needs eps_in_sqrt"),
+        (lambda v: jo.rmsprop(0.1, bias_correction=v), "rmsprop needs bias_correction"),
+        (lambda v: jo.adam(0.1, nesterov=v), "adam needs nesterov"),
+        (lambda v: jo.scale_by_stddev(bias_correction=v), "scale_by_stddev needs bias_correction"),
+        (lambda v: jo.trace(0.9, nesterov=v), "trace needs nesterov"),
+        (lambda v: jo.scale_by_learning_rate(0.1, flip_sign=v), "needs flip_sign"),
+    ],
+)
+def test_flags_are_bools(build, match):
+    for value in (True, False, np.bool_(True), 0, 1):
+        build(value)
+    for value in ("False", None, 2, 0.5):
+        with pytest.raises(TypeError, match=rf"{match} to be True or False, got "):
+            build(value)
+
+
+def test_dtypes_and_schedules_are_checked():
+    for build, name in [
+        (lambda d: jo.adam(0.1, mu_dtype=d), "adam needs mu_dtype"),
+        (lambda d: jo.sgd(0.1, 0.9, accumulator_dtype=d), "sgd needs accumulator_dtype"),
+        (lambda d: jo.trace(0.9, accumulator_dtype=d), "trace needs accumulator_dtype"),
+    ]:
+        for good in (None, "bfloat16", jnp.float32, np.dtype("float16")):
+            build(good)
+        with pytest.raises(TypeError, match=rf"{name} to be a dtype or None, got 'floot32'"):
+            build("floot32")
+    with pytest.raises(TypeError, match="scale_by_schedule needs step_size_fn to be a schedule"):
+        jo.scale_by_schedule(0.1)
+
+
+def test_negative_learning_rate_ascends_like_optax():
+    params, grads = jnp.array([1.0, -2.0]), jnp.array([0.5, 0.25])
+    u, _ = jo.sgd(-0.1, momentum=0.9).update(grads, jo.sgd(-0.1, momentum=0.9).init(params))
+    with standard():
+        ref = optax.sgd(-0.1, momentum=0.9)
+        ru, _ = ref.update(grads, ref.init(params))
+    chex.assert_trees_all_close(u, ru)
+    chex.assert_trees_all_close(u, 0.1 * grads)
+
+
+# ---------------------------------------------------- per-member (traced) hyperparameters
+
+MEMBER_SHAPES = {"dense_0": {"w": (3, 2), "b": ()}}  # ``_scan`` gates on dense_0/b
+MEMBER_VALUES = {
+    "learning_rate": [0.01, 0.03, 0.1],
+    "momentum": [0.0, 0.5, 0.9],
+    "b1": [0.5, 0.8, 0.9],
+    "b2": [0.9, 0.99, 0.999],
+    "decay": [0.8, 0.9, 0.95],
+    "weight_decay": [0.0, 0.01, 0.1],
+    "peak": [0.01, 0.05, 0.2],
+}
+
+
+def _warmup_of_cosine(lib, peak):
+    if lib is jo:
+        return js.warmup_schedule(js.cosine_decay_schedule(peak, 40), 5)
+    return optax.join_schedules(  # an independent Optax reference (Optax has no warmup_schedule)
+        [optax.linear_schedule(0.0, peak, 5), optax.cosine_decay_schedule(peak, 40)], [5]
+    )
+
+
+LR_SCHEDULES = {  # "peak" -> learning_rate
+    "warmup_cosine": lambda lib, peak: (js if lib is jo else optax).warmup_cosine_decay_schedule(
+        0.0, peak, 5, 50
+    ),
+    "warmup_of_cosine": _warmup_of_cosine,
+}
+
+# (alias, hyperparameters given per member, fixed arguments)
+PER_MEMBER = [
+    ("sgd", ("learning_rate", "momentum"), {}),
+    ("sgd", ("learning_rate", "momentum"), {"nesterov": True}),
+    ("adagrad", ("learning_rate",), {}),
+    ("rmsprop", ("learning_rate", "decay", "momentum"), {}),
+    (
+        "rmsprop",
+        ("learning_rate", "decay", "momentum"),
+        {"nesterov": True, "bias_correction": True},
+    ),
+    ("rmsprop", ("learning_rate", "decay"), {"centered": True, "initial_scale": 1.0}),
+    ("adam", ("learning_rate", "b1", "b2"), {}),
+    ("adamw", ("learning_rate", "b1", "weight_decay"), {}),
+    ("nadam", ("learning_rate", "b1"), {}),
+    ("nadamw", ("learning_rate", "b1", "weight_decay"), {}),
+    ("adam", ("peak", "b1"), {"schedule": "warmup_cosine"}),
+    ("sgd", ("peak", "momentum"), {"schedule": "warmup_of_cosine", "nesterov": True}),
+]
+PER_MEMBER_IDS = [f"{n}-{'-'.join(h)}-{i}" for i, (n, h, _) in enumerate(PER_MEMBER)]
+
+
+def _member_opt(lib, name, hparams, fixed):
+    """``lib.name(**hparams, **fixed)``, ``peak`` going into ``fixed["schedule"]``."""
+    kwargs, hparams = dict(fixed), dict(hparams)
+    if "schedule" in kwargs:
+        sched = LR_SCHEDULES[kwargs.pop("schedule")](lib, hparams.pop("peak"))
+        # Optax's linear_schedule divides the int32 count in float32 even under x64; an
+        # int64 count (x64) gives the reference in float64 (a no-op without x64).
+        kwargs["learning_rate"] = lambda count: sched(jnp.asarray(count, jnp.result_type(int)))
+    return getattr(lib, name)(**hparams, **kwargs)
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _per_member_vs_optax(name, names, fixed, dtype):
+    """K vmapped jnn members (traced hyperparameters) and K Optax runs with Python values.
+
+    The Python values are the members' own, i.e. rounded to ``dtype``: float32(0.999) is
+    not 0.999, and ``1 - b2`` differs by 1e-5 between the two.
+    """
+    params = _random_tree(7, dtype, MEMBER_SHAPES)
+    noise = _random_tree(2, dtype, MEMBER_SHAPES, lead=(10,))
+    values = {n: np.asarray(MEMBER_VALUES[n], dtype) for n in names}
+    python = [{n: float(v[k]) for n, v in values.items()} for k in range(3)]
+
+    @jax.jit
+    def run(params, noise, values):
+        ours = jax.vmap(lambda hp: _scan(_member_opt(jo, name, hp, fixed), params, noise))(values)
+        with standard():
+            refs = [_scan(_member_opt(optax, name, hp, fixed), params, noise) for hp in python]
+        return ours, _stack(refs)
+
+    return run(params, noise, values)
+
+
+@pytest.mark.parametrize(("name", "names", "fixed"), PER_MEMBER, ids=PER_MEMBER_IDS)
+@pytest.mark.parametrize("x64", [False, True], ids=["float32", "float64"])
+def test_vmap_per_member_hyperparameters_equal_optax_runs(name, names, fixed, x64):
+    with jax.enable_x64(x64):
+        dtype = jnp.float64 if x64 else jnp.float32
+        ours, ref = _per_member_vs_optax(name, names, fixed, dtype)
+        assert jax.tree.structure(ours[0]) == jax.tree.structure(ref[0])
+        assert jax.tree.leaves(ours[0])[0].shape[0] == 3  # K members
+        assert all(jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(ours))
+        tol = {"rtol": 1e-12, "atol": 1e-14} if x64 else {"rtol": 2e-6, "atol": 1e-7}
+        chex.assert_trees_all_close(jax.tree.leaves(ours), jax.tree.leaves(ref), **tol)
+        chex.assert_trees_all_equal_dtypes(jax.tree.leaves(ours), jax.tree.leaves(ref))
+
+
+INJECTS = {
+    "jnn_inject_jnn_adam": (lambda: jo.inject_hyperparams(jo.adam), "strict"),
+    "optax_inject_jnn_adam": (lambda: optax.inject_hyperparams(jo.adam), "strict"),
+    "optax_inject_optax_adam": (lambda: optax.inject_hyperparams(optax.adam), "standard"),
+}
+
+
+@pytest.mark.parametrize("inject", list(INJECTS))
+def test_vmap_per_member_injected_learning_rate_equals_optax_runs(inject):
+    make, promotion = INJECTS[inject]
+    params = _random_tree(8, jnp.float32, MEMBER_SHAPES)
+    noise = _random_tree(3, jnp.float32, MEMBER_SHAPES, lead=(10,))
+    lrs = MEMBER_VALUES["learning_rate"]
+
+    @jax.jit
+    def run(params, noise, lrs_array):
+        with jax.numpy_dtype_promotion(promotion):
+            opt = make()(learning_rate=0.1)
+
+            def member(lr):
+                state = opt.init(params)
+                state.hyperparams["learning_rate"] = lr  # this member's value
+                return _scan(opt, params, noise, state)
+
+            ours = jax.vmap(member)(lrs_array)
+        with standard():  # Python values: the float32 hyperparameters the state holds
+            f32 = lambda x: float(np.float32(x))
+            refs = [
+                _scan(optax.adam(f32(lr), f32(0.9), f32(0.999), f32(1e-8)), params, noise)
+                for lr in lrs
+            ]
+        return ours, _stack(refs)
+
+    (p, s), (ref_p, ref_s) = run(params, noise, jnp.asarray(lrs, jnp.float32))
+    np.testing.assert_allclose(s.hyperparams["learning_rate"], lrs, rtol=1e-7)
+    chex.assert_trees_all_close(p, ref_p, rtol=2e-6, atol=1e-7)
+    chex.assert_trees_all_close(
+        jax.tree.leaves(s.inner_state), jax.tree.leaves(ref_s), rtol=2e-6, atol=1e-7
+    )

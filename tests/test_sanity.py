@@ -148,3 +148,84 @@ def test_characteristic_mode_finds_a_bug_hidden_at_initialisation(key):
     assert "after 3 training steps" in trained.message
     with pytest.raises(ValueError, match="optimizer"):
         sanity.check_gradients(model, CE, X, Y, key=key, warmup_steps=3)
+
+
+# ----------------------------------------------------------------------------- initial loss bounds
+
+C = 10
+LINEAR = nn.Serial(nn.Dense(C))
+
+
+def _initial_loss_with_ratio(ratio, key):
+    """Outputs ``t * (1 - onehot(y))``: the softmax CE is ``log(1 + (C - 1) e^t)``, which is
+    ``ratio * log C`` for ``e^t = (C^ratio - 1) / (C - 1)``."""
+    t = np.log((C**ratio - 1.0) / (C - 1.0))
+    y = np.arange(20, dtype=np.int32) % C
+    x = (1.0 - np.eye(C)[y]).astype(np.float32)
+    params = {"dense_0": {"w": (t * np.eye(C)).astype(np.float32), "b": np.zeros(C, np.float32)}}
+    result = sanity.check_initial_loss(
+        LINEAR, CE, x, y, key=key, params=params, model_state={"dense_0": {}}
+    )
+    np.testing.assert_allclose(result.measured, ratio * np.log(C), rtol=1e-5)
+    return result
+
+
+@pytest.mark.parametrize(
+    ("ratio", "ok"), [(1.49, True), (1.51, False), (0.51, True), (0.49, False)]
+)
+def test_initial_loss_passes_just_inside_rtol_and_fails_just_outside(key, ratio, ok):
+    result = _initial_loss_with_ratio(ratio, key)  # default rtol 0.5
+    assert result.ok == ok, result.message
+    np.testing.assert_allclose(result.expected, np.log(C), rtol=1e-6)
+
+
+def test_initial_loss_twice_too_large_gives_the_too_large_advice(key):
+    result = _initial_loss_with_ratio(2.0, key)
+    assert not result.ok
+    assert "2.0x too large" in result.message and "initialise the final layer smaller" in (
+        result.message
+    )
+
+
+def test_initial_loss_below_chance_gives_the_leak_advice(key):
+    # inputs that leak the label: the label's score is 5, the others 0
+    y = np.arange(20, dtype=np.int32) % C
+    x = (5.0 * np.eye(C)[y]).astype(np.float32)
+    params = {"dense_0": {"w": np.eye(C, dtype=np.float32), "b": np.zeros(C, np.float32)}}
+    result = sanity.check_initial_loss(
+        LINEAR, CE, x, y, key=key, params=params, model_state={"dense_0": {}}
+    )
+    np.testing.assert_allclose(result.measured, np.log(np.exp(5.0) + C - 1) - 5.0, rtol=1e-5)
+    assert not result.ok
+    assert "below chance level" in result.message and "leak the labels" in result.message
+    assert "too large" not in result.message
+
+
+# ----------------------------------------------------------------------------- percentages
+
+
+@pytest.mark.parametrize(
+    ("fraction", "text"),
+    [
+        (0.999, "99.9%"),
+        (0.9999, "99.9%"),
+        (1.0 - 1e-12, "99.9%"),
+        (1.0, "100.0%"),
+        (float(np.float32(0.29)), "29.0%"),  # a float32 accuracy just below 0.29
+        (0.85, "85.0%"),
+        (0.0, "0.0%"),
+    ],
+)
+def test_percentages_below_one_never_read_100(fraction, text):
+    assert sanity._floor_percent(fraction) == text
+
+
+def test_overfit_message_floors_the_best_accuracy(key):
+    z, labels = _two_digit_plane()
+    shuffled = np.random.default_rng(0).permutation(labels)
+    bad = sanity.check_overfit(
+        nn.Serial(nn.Dense(2)), CE, optim.adam(0.1), z, shuffled, key=key, max_steps=50
+    )
+    assert not bad.ok and bad.measured < 1.0
+    want = f"{np.floor(round(bad.measured * 1000, 3)) / 10:.1f}%"
+    assert f"best training accuracy {want} after" in bad.message

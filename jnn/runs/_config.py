@@ -196,6 +196,11 @@ class RunConfig:
             raise ValueError(f"--ema decay must be in (0, 1), got {self.ema}")
         if self.checkpoint_seconds < 0:
             raise ValueError(f"--checkpoint-seconds must be >= 0, got {self.checkpoint_seconds}")
+        if self.norm == "batch" and self.batch_size == 1:
+            raise ValueError(
+                "--norm batch needs --batch-size >= 2: BatchNorm over one example normalises "
+                "every output to 0 (use --norm layer, or a larger batch)"
+            )
         if self.output == "hsoftmax" and self.model not in MODELS:
             raise ValueError("--output hsoftmax needs --model mlp or cnn")
 

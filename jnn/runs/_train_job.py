@@ -31,8 +31,6 @@ def _imports(config: RunConfig, clock) -> None:
         import jnn.cache
 
         jnn.cache.enable_compilation_cache()
-    if config.dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
     import jnn.monitor  # noqa: F401
     import jnn.train  # noqa: F401
 
@@ -74,9 +72,9 @@ def _callbacks(config, folder, echo):
         if history:
             echo(f"resuming after epoch {history[-1]['epoch']} (from the checkpoint)")
 
-    def on_epoch(record):
+    def on_epoch(record, line=None):
         folder.append_metrics(record)
-        line = format_epoch(record, config.epochs)
+        line = line or format_epoch(record, config.epochs)
         echo(line) if not above_bar else _above_bar(echo, line)
 
     return on_start, on_epoch
@@ -144,7 +142,7 @@ def _diagnostics(setup, history, stats, stopped, message):
     return diagnostics
 
 
-def _finish_single(config, setup, folder, result, clock, echo):
+def _finish_single(config, setup, folder, result, clock):
     import jnn.monitor
     import jnn.train
 
@@ -201,10 +199,21 @@ def _write_out(config, folder, summary, plots, tables, result, clock):
 
 
 def run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock):
-    """Trains and writes the run folder (see :func:`jnn.runs.train_run`)."""
-    from jnn.runs._job import RunOutcome
+    """Trains and writes the run folder (see :func:`jnn.runs.train_run`); a float64 run
+    runs inside ``jax.enable_x64`` (the process's setting is left as it was)."""
+    import contextlib
 
     _imports(config, clock)
+    import jax
+
+    x64 = jax.enable_x64(True) if config.dtype == "float64" else contextlib.nullcontext()
+    with x64:
+        return _run(config, folder, resume, echo, clock)
+
+
+def _run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock):
+    from jnn.runs._job import RunOutcome
+
     setup = _setup(config, clock)
     folder.create()
     folder.save_config(config)
@@ -212,13 +221,13 @@ def run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock):
     if config.num_members > 1:
         from jnn.runs import _ensemble_job
 
-        result = _ensemble_job.fit(config, setup, folder, resume, echo, _callbacks)
+        setup, result = _ensemble_job.fit(config, setup, folder, resume, echo, _callbacks)
         clock.lap("fit")
-        summary, plots, tables = _ensemble_job.finish(config, setup, folder, result, clock, echo)
+        summary, plots, tables = _ensemble_job.finish(config, setup, folder, result, clock)
     else:
         result = _fit_single(config, setup, folder, resume, echo)
         clock.lap("fit")
-        summary, plots, tables = _finish_single(config, setup, folder, result, clock, echo)
+        summary, plots, tables = _finish_single(config, setup, folder, result, clock)
     _write_out(config, folder, summary, plots, tables, result, clock)
     _echo_end(summary, folder, echo)
     return RunOutcome(folder.path, summary, 1 if result.stopped == "non_finite" else 0)

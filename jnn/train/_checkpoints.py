@@ -4,8 +4,9 @@ Each checkpoint holds the training carry (e.g. a ``TrainState``), the best carry
 stopping) and the loop's JSON metadata, which records a BLAKE2 digest of both carries'
 bytes. On restore the newest checkpoint is read and verified; one that cannot be read (a
 truncated or deleted file, a missing manifest) or fails its digest (flipped bytes) is
-reported in one line and the next older one is tried. Only when none is intact does restore
-fail, with :class:`CheckpointError` (a short message, never a tensorstore traceback).
+reported in one line and the next older one is tried (the damaged one is moved aside to
+``<directory>.damaged/``). Only when none is intact does restore fail, with
+:class:`CheckpointError` (a short message, never a tensorstore traceback).
 
 Saves are asynchronous (Orbax writes in the background while training continues; a
 checkpoint becomes visible only once complete, so a killed process never leaves a
@@ -14,9 +15,15 @@ half-written newest checkpoint) and only the newest ``max_to_keep`` (2) are kept
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import logging
 import os
+import shutil
+import sys
+import time
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -65,8 +72,24 @@ def _unflat(template, flat: dict):
 
 
 def _first_line(err: BaseException) -> str:
+    """The gist of a (tensorstore) error: its first line, without the store's spec dump."""
     text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:200] if text else ''}".rstrip(": ")
+    line = text[0].split(" See full TensorStore details")[0] if text else ""
+    return f"{type(err).__name__}: {line[:160]}".rstrip(": ")
+
+
+@contextlib.contextmanager
+def _quiet_abandoned_reads():
+    """Orbax reads arrays concurrently; after the first failure the other reads are
+    abandoned, and Python would print each one's traceback when it is collected. Collect them
+    here, silently."""
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        yield
+    finally:
+        gc.collect()
+        sys.unraisablehook = previous
 
 
 def _quiet_absl():
@@ -157,15 +180,30 @@ class Checkpoints:
         skipped = []
         for epoch in self.epochs():
             try:
-                found = self._read(epoch, template)
+                with _quiet_abandoned_reads():
+                    found = self._read(epoch, template)
             except Exception as err:  # noqa: BLE001 - any failure to read means "damaged"
                 skipped.append((epoch, _first_line(err)))
                 continue
+            self._quarantine([e for e, _ in skipped])
             return found._replace(skipped=skipped)
         if skipped:
             detail = "; ".join(f"epoch {e}: {why}" for e, why in skipped)
             raise CheckpointError(f"no intact checkpoint in {self.directory} ({detail})")
         return None
+
+    def _quarantine(self, epochs) -> None:
+        """Moves damaged checkpoints to ``<directory>.damaged/`` (kept for inspection, out of
+        the way of the epochs that will be trained and saved again)."""
+        if not epochs:
+            return
+        aside = Path(self.directory + ".damaged")
+        aside.mkdir(parents=True, exist_ok=True)
+        for epoch in epochs:
+            source = Path(self.directory) / str(epoch)
+            if source.exists():
+                shutil.move(str(source), str(aside / f"{epoch}-{time.strftime('%Y%m%d-%H%M%S')}"))
+        self._manager.reload()
 
     def close(self) -> None:
         """Waits for pending writes and releases the manager."""

@@ -103,14 +103,24 @@ def _sgd_rule(learning_rate) -> _RowRule:
 
 
 def _unique_rows(rows, grads, num_rows):
-    """The distinct touched rows (padded with ``num_rows``, out of range) and their summed
-    gradients, at ``O(B D d)`` cost: no ``(C - 1, d)`` array is formed."""
+    """The distinct touched rows and their summed gradients, at ``O(B D d)`` cost.
+
+    One stable sort of the ``n = B D`` row ids; ``unique[k]`` is the ``k``-th distinct id
+    (the slots past the last one, and the id ``num_rows`` of padding, are out of range, so
+    scatters with ``mode="drop"`` skip them) and ``summed[k]`` its gradient summed over the
+    duplicates. No ``(C - 1, d)`` array is formed.
+    """
     flat = rows.reshape(-1)
-    unique, inverse = jnp.unique(flat, size=flat.size, fill_value=num_rows, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    n = flat.size
+    order = jnp.argsort(flat, stable=True)
+    ordered = flat[order]
+    first = jnp.concatenate([jnp.ones((1,), bool), ordered[1:] != ordered[:-1]])
+    segment = jnp.cumsum(first.astype(jnp.int32)) - 1  # distinct-id index of each sorted entry
+    unique = jnp.full((n,), num_rows, flat.dtype).at[segment].set(ordered)
+    inverse = jnp.zeros((n,), jnp.int32).at[order].set(segment)
     summed = {}
     for name, g in grads.items():
-        g = g.reshape(flat.size, *g.shape[rows.ndim :])
+        g = g.reshape(n, *g.shape[rows.ndim :])
         summed[name] = jnp.zeros_like(g).at[inverse].add(g)
     return unique, summed
 
@@ -131,11 +141,11 @@ def _lazy_adam_rule(learning_rate, b1, b2, eps) -> _RowRule:
             take = lambda a: jnp.take(a, unique, axis=0, mode="clip")
             mu = (1 - b1) * g[name] + b1 * take(state.mu[name])
             nu = (1 - b2) * g[name] ** 2 + b2 * take(state.nu[name])
-            mu_hat = mu / (1 - b1**t).astype(mu.dtype)
-            nu_hat = nu / (1 - b2**t).astype(nu.dtype)
+            mu_hat = mu / (1 - b1 ** t.astype(jnp.float32)).astype(mu.dtype)
+            nu_hat = nu / (1 - b2 ** t.astype(jnp.float32)).astype(nu.dtype)
             step = -lr * (mu_hat / (jnp.sqrt(nu_hat) + eps))
             put = lambda a, v: a.at[unique].set(v.astype(a.dtype), mode="drop")
-            new_p[name] = put(params[name], take(params[name]) + step)
+            new_p[name] = params[name].at[unique].add(step.astype(params[name].dtype), mode="drop")
             new_mu[name], new_nu[name] = put(state.mu[name], mu), put(state.nu[name], nu)
         return new_p, LazyAdamState(t, new_mu, new_nu)
 
@@ -208,6 +218,19 @@ def init_sparse_head(
         return TrainState(params, model_state, opt_state, jnp.zeros((), jnp.int32))
 
     return build(as_key(key))
+
+
+def _check_state(state, head_update):
+    opt_state = getattr(state, "opt_state", None)
+    head = getattr(opt_state, "head", None)
+    if not isinstance(opt_state, SparseHeadOptState) or (
+        isinstance(head, LazyAdamState) != (head_update == "lazy_adam")
+    ):
+        raise TypeError(
+            f"make_sparse_head_step(head_update={head_update!r}) needs the state of "
+            f"init_sparse_head(..., head_update={head_update!r}); got opt_state "
+            f"{type(opt_state).__name__} with head state {type(head).__name__}."
+        )
 
 
 def _body_objective(body, path):
@@ -284,6 +307,7 @@ def make_sparse_head_step(
     tree_arrays = head.tree
 
     def step(state: TrainState, batch, key):
+        _check_state(state, head_update)
         x, y = batch
         key = jax.random.fold_in(as_key(key), state.step)
         tree = _losses.ClassTree(*(jnp.asarray(a) for a in tree_arrays))

@@ -1,0 +1,239 @@
+"""The ensemble part of ``jnn train`` (``--ensemble K`` and/or comma-list sweeps): K members
+trained by ``jnn.ensemble.fit``, evaluated alone and together, tabulated."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from jnn.runs import _builders
+from jnn.runs._config import SWEEPABLE, RunConfig
+
+__all__ = ["finish", "fit", "member_table"]
+
+# RunConfig option -> hyperparameter name inside the ensemble step.
+_OPTIMIZER_HP = {"lr": "lr", "momentum": "momentum", "weight_decay": "weight_decay"}
+
+
+class OptimizerFactory(NamedTuple):
+    """``factory(lr=..., momentum=..., weight_decay=...)`` -> the run's optimizer for one
+    member (hashable, so the compiled epoch is reused)."""
+
+    config: RunConfig
+    steps_per_epoch: int
+
+    def __call__(self, **hp):
+        return _builders.build_optimizer(self.config, self.steps_per_epoch, hp)[0]
+
+
+def member_hyperparams(config: RunConfig) -> dict:
+    """``{name: K values}``: every member's values of the sweepable options that apply."""
+    members = config.members()
+    return {
+        name: [m[name] for m in members]
+        for name in SWEEPABLE
+        if getattr(config, name) is not None and name in members[0]
+    }
+
+
+def _keys(config: RunConfig):
+    import jax
+    import jax.numpy as jnp
+
+    return jnp.stack([jax.random.key(config.seed + m["seed"]) for m in config.members()])
+
+
+def _epoch_line(record, epochs):
+    from jnn.runs._job import format_epoch
+
+    line = format_epoch(record, epochs)
+    rows = {r["member"]: r for r in record.get("members", [])}
+    best, worst = record.get("best_member"), record.get("worst_member")
+    if best is not None:
+        metric = "val_acc" if rows[best]["val_acc"] is not None else "train_acc"
+        pct = lambda k: f"{100 * rows[k][metric]:.1f}%"
+        line += f"  best m{best} {pct(best)}  worst m{worst} {pct(worst)}"
+    line += f"  alive {record.get('alive')}/{len(rows)}"
+    return line
+
+
+def fit(config: RunConfig, setup, folder, resume: bool, echo, callbacks):
+    """Trains the members (``jnn.ensemble.fit``) with checkpoints in the run folder.
+
+    Returns:
+      ``(setup with the ensemble's model, EnsembleFitResult)``.
+    """
+    import jax.numpy as jnp
+
+    import jnn.ensemble
+
+    hp = member_hyperparams(config)
+    dropout = max(config.dropout) if "dropout" in config.sweep else None
+    model = _builders.build_model(
+        config, setup.ds.num_classes, setup.ds.input_shape, dropout=dropout, tree=setup.tree
+    )
+    on_start, on_epoch = callbacks(config, folder, echo)
+    schedules = [_builders.build_schedule(config, setup.steps_per_epoch, lr) for lr in hp["lr"]]
+    result = jnn.ensemble.fit(
+        model,
+        setup.loss,
+        OptimizerFactory(config, setup.steps_per_epoch),
+        (setup.ds.x_train, setup.ds.y_train),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        keys=_keys(config),
+        val_data=(setup.ds.x_val, setup.ds.y_val),
+        hyperparams=hp,
+        dtype=jnp.dtype(config.dtype),
+        shuffle=config.shuffle,
+        bootstrap=config.bootstrap,
+        learning_rate=schedules,
+        ema=config.ema,
+        snapshots=config.snapshots,
+        checkpoint_dir=folder.checkpoint_dir,
+        checkpoint_every=config.checkpoint_every,
+        checkpoint_seconds=config.checkpoint_seconds,
+        resume=resume,
+        patience=config.patience,
+        progress=config.progress,
+        on_epoch=lambda r: on_epoch(r, _epoch_line(r, config.epochs)),
+        on_start=on_start,
+    )
+    return setup._replace(model=model), result
+
+
+def member_table(config: RunConfig, evaluation: dict, diverged: list) -> list[dict]:
+    """One row per member: seed, swept hyperparameters, test accuracy and NLL, diverged."""
+    rows = []
+    for k, (member, metrics) in enumerate(
+        zip(config.members(), evaluation["members"], strict=True)
+    ):
+        d = diverged[k]
+        rows.append(
+            {
+                "member": k,
+                "seed": config.seed + member["seed"],
+                **{name: member[name] for name in config.sweep},
+                "test_accuracy": metrics["accuracy"],
+                "test_nll": metrics["nll"],
+                "diverged": None if d is None else f"step {d['step']}",
+            }
+        )
+    return rows
+
+
+def _markdown(rows: list[dict]) -> str:
+    names = list(rows[0])
+    fmt = lambda v: (
+        f"{100 * v:.2f}%"
+        if isinstance(v, float) and v <= 1 and v >= 0
+        else f"{v:.4g}"
+        if isinstance(v, float)
+        else "-"
+        if v is None
+        else str(v)
+    )
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    for row in rows:
+        cells = [fmt(row[n]) if n != "test_nll" else f"{row[n]:.4f}" for n in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _evaluations(model, result, ds):
+    import jnn.ensemble
+
+    alive = result.alive
+    main = jnn.ensemble.evaluate(model, result.state, ds.x_test, ds.y_test, members=alive)
+    extra = {}
+    if result.snapshot_state is not None:
+        extra["snapshots"] = jnn.ensemble.evaluate(
+            model, result.snapshot_state, ds.x_test, ds.y_test
+        )
+    if result.ema_state is not None:
+        extra["ema"] = jnn.ensemble.evaluate(
+            model, result.ema_state, ds.x_test, ds.y_test, members=alive
+        )
+    return main, extra
+
+
+def _lines(config, main, extra, rows):
+    lines = ["members:", *("  " + line for line in _markdown(rows).splitlines())]
+    dead = [r for r in rows if r["diverged"]]
+    if dead:
+        lines.append(
+            f"{len(dead)} member(s) diverged and are excluded from the ensemble: "
+            + ", ".join(
+                f"member {r['member']} ({r['diverged']}"
+                + "".join(f", {n} {r[n]:g}" for n in config.sweep)
+                + ")"
+                for r in dead
+            )
+        )
+    best = max(
+        range(len(rows)), key=lambda k: -1 if rows[k]["diverged"] else rows[k]["test_accuracy"]
+    )
+    lines.append(
+        f"ensemble NLL {main['nll']:.4f}, ECE {main['ece']:.4f}, Brier {main['brier']:.4f}, "
+        f"disagreement {main['disagreement']:.3f}; best single member NLL "
+        f"{rows[best]['test_nll']:.4f}"
+    )
+    for name, ev in extra.items():
+        lines.append(
+            f"{name} ensemble test accuracy {100 * ev['accuracy']:.2f}% "
+            f"(NLL {ev['nll']:.4f}, ECE {ev['ece']:.4f})"
+        )
+    return lines
+
+
+def finish(config, setup, folder, result, clock):
+    """Evaluates members and ensemble, writes the plots; returns ``(summary, plots, tables)``."""
+    import jnn.ensemble
+    import jnn.monitor
+    from jnn.runs._train_job import ACTIVATION_SAMPLE, _diagnostics, _ended
+
+    model, ds = setup.model, setup.ds
+    main, extra = _evaluations(model, result, ds)
+    rows = member_table(config, main, result.diverged)
+    first = int(next(k for k, a in enumerate(result.alive) if a)) if result.alive.any() else 0
+    state = jnn.ensemble.member(result.state, first)
+    stats = jnn.monitor.activation_stats(
+        model, state.params, state.model_state, ds.x_val[:ACTIVATION_SAMPLE]
+    )
+    clock.lap("evaluate")
+    history = result.history
+    summary = {
+        "test_accuracy": main["accuracy"],
+        "test_loss": main["nll"],
+        "epochs_run": len(history),
+        "stopped": result.stopped,
+        "message": result.message,
+        "ended": _ended(result.stopped, result.message),
+        "diagnostics": _diagnostics(setup, history, stats, result.stopped, result.message),
+        "ensemble": {k: v for k, v in main.items() if k != "members"},
+        "members": rows,
+        **{
+            f"{name}_ensemble": {k: v for k, v in ev.items() if k != "members"}
+            for name, ev in extra.items()
+        },
+        "console_tail": _lines(config, main, extra, rows),
+        "final_line": (
+            f"ensemble test accuracy {100 * main['accuracy']:.2f}% (members: mean "
+            f"{100 * main['member_mean_accuracy']:.2f}%, best "
+            f"{100 * main['member_best_accuracy']:.2f}%)"
+        ),
+    }
+    plots = {}
+    if config.plots:
+        probs = jnn.ensemble.predict(model, result.state, ds.x_test, members=result.alive)
+        plots = folder.write_plots(
+            history, stats, state.params, ds.image_shape, reliability=(probs, ds.y_test)
+        )
+    table = (
+        "## Members\n\n"
+        + _markdown(rows)
+        + "\n\n"
+        + "\n".join(f"- {line}" for line in summary["console_tail"][1 + len(rows) + 2 :])
+        + "\n\n"
+        + summary["final_line"]
+    )
+    return summary, plots, [table]

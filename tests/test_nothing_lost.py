@@ -1,0 +1,250 @@
+"""Nothing lost: a killed or interrupted ``jnn train`` resumes exactly, a damaged checkpoint
+falls back to the newest intact one, ``fit`` saves on KeyboardInterrupt and re-raises.
+
+The signals are sent to the training process itself (not to a wrapper), once it has printed
+the line of a given epoch.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from jnn import data, losses, nn, optim, train
+
+RUN = [
+    "--widths", "16", "--batch-size", "64", "--lr", "1e-2", "--schedule", "constant",
+    "--no-progress", "--no-plots",
+]  # fmt: skip
+
+
+def _start(*argv):
+    return subprocess.Popen(
+        [sys.executable, "-u", "-m", "jnn.cli", "train", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_line(proc, prefix, timeout=240):
+    """Reads the child's stdout until a line starts with ``prefix``; returns what it read."""
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if line.startswith(prefix):
+            return "".join(seen)
+    proc.kill()
+    raise AssertionError(f"never saw {prefix!r}; output:\n{''.join(seen)}{proc.stderr.read()}")
+
+
+def _finish(proc, timeout=240):
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, out, err
+
+
+def _records(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _checkpoints(out):
+    return sorted(int(p.name) for p in (out / "checkpoint").iterdir() if p.name.isdigit())
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted 6-epoch run every interrupted one must match."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    rc, _, err = _finish(_start(*RUN, "--epochs", "6", "--out", str(out)))
+    assert rc == 0, err
+    return _records(out)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_saves_prints_the_resume_command_and_resume_is_exact(tmp_path, reference, sig):
+    out = tmp_path / "run"
+    # default checkpointing (every 60 s): nothing would be saved by now without the handler
+    proc = _start(*RUN, "--epochs", "6", "--out", str(out))
+    _wait_for_line(proc, "epoch   2/6")
+    proc.send_signal(sig)
+    rc, _, err = _finish(proc)
+    assert rc == (130 if sig == signal.SIGINT else 143), err
+    assert f"resume with: jnn train --out {out} --resume" in err
+    saved = _checkpoints(out)
+    assert saved and 2 <= saved[-1] < 6
+    assert "Traceback" not in err
+    rc, stdout, err = _finish(_start("--out", str(out), "--resume"))
+    assert rc == 0, err
+    assert f"resuming after epoch {saved[-1]}" in stdout
+    got = _records(out)
+    assert [r["epoch"] for r in got] == [1, 2, 3, 4, 5, 6]  # no repeated epochs
+    for a, b in zip(got, reference, strict=True):
+        assert a["train_loss"] == b["train_loss"] and a["val_acc"] == b["val_acc"]
+
+
+def test_sigkill_after_a_checkpoint_resumes_exactly(tmp_path, reference):
+    out = tmp_path / "run"
+    proc = _start(*RUN, "--epochs", "6", "--checkpoint-every", "1", "--out", str(out))
+    _wait_for_line(proc, "epoch   3/6")
+    os.kill(proc.pid, signal.SIGKILL)
+    _finish(proc)
+    rc, _, err = _finish(_start("--out", str(out), "--resume"))
+    assert rc == 0, err
+    got = _records(out)
+    assert [r["epoch"] for r in got] == [1, 2, 3, 4, 5, 6]
+    assert [r["train_loss"] for r in got] == [r["train_loss"] for r in reference]
+
+
+def test_resume_without_any_checkpoint_says_so(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"widths": [16], "epochs": 3}))
+    rc, _, err = _finish(_start("--out", str(out), "--resume"))
+    assert rc == 2
+    assert "has no checkpoint to resume" in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- damage
+
+
+def _damage_truncate(step_dir):
+    files = sorted(
+        (p for p in step_dir.rglob("*") if p.is_file() and p.stat().st_size > 64),
+        key=lambda p: -p.stat().st_size,
+    )
+    files[0].write_bytes(files[0].read_bytes()[: files[0].stat().st_size // 3])
+
+
+def _damage_zero(step_dir):
+    files = sorted(
+        (p for p in step_dir.rglob("*") if p.is_file() and p.stat().st_size > 64),
+        key=lambda p: -p.stat().st_size,
+    )
+    files[0].write_bytes(b"\0" * files[0].stat().st_size)
+
+
+def _damage_manifest(step_dir):
+    for p in step_dir.rglob("*"):
+        if p.is_file() and ("manifest" in p.name or p.name.endswith(".ocdbt")):
+            p.unlink()
+
+
+def _damage_metadata(step_dir):
+    for p in step_dir.rglob("*"):
+        if p.is_file() and "metadata" in p.name:
+            p.unlink()
+
+
+def _damage_flip(step_dir):
+    """Flips bytes of the largest array data file (decodes, but to different values)."""
+    data_files = [p for p in step_dir.rglob("*") if p.is_file() and p.parent.name == "d"]
+    target = max(
+        data_files or [p for p in step_dir.rglob("*") if p.is_file()],
+        key=lambda p: p.stat().st_size,
+    )
+    raw = bytearray(target.read_bytes())
+    for i in range(len(raw) // 2, len(raw) // 2 + 8):
+        raw[i] ^= 0xFF
+    target.write_bytes(bytes(raw))
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory):
+    """A finished 3-epoch run with checkpoints of epochs 2 and 3."""
+    out = tmp_path_factory.mktemp("ck") / "run"
+    rc, _, err = _finish(
+        _start(*RUN, "--epochs", "3", "--checkpoint-every", "1", "--out", str(out))
+    )
+    assert rc == 0, err
+    assert _checkpoints(out) == [2, 3]
+    return out
+
+
+@pytest.mark.parametrize(
+    "damage", [_damage_truncate, _damage_zero, _damage_manifest, _damage_metadata, _damage_flip]
+)
+def test_a_damaged_newest_checkpoint_falls_back_to_the_intact_one(
+    two_checkpoints, tmp_path, damage
+):
+    out = tmp_path / "run"
+    shutil.copytree(two_checkpoints, out)
+    damage(out / "checkpoint" / "3")
+    # --epochs 4 on a constant schedule: the resume has one more epoch to train
+    rc, stdout, err = _finish(_start("--out", str(out), "--resume", "--epochs", "4"))
+    assert rc == 0, err[-3000:]
+    assert "checkpoint of epoch 3 is damaged" in err
+    assert len([line for line in err.splitlines() if "damaged" in line]) == 1
+    assert "Traceback" not in err
+    assert "resuming after epoch 2" in stdout
+    assert [r["epoch"] for r in _records(out)] == [1, 2, 3, 4]
+
+
+def test_every_checkpoint_damaged_fails_with_a_short_message(two_checkpoints, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(two_checkpoints, out)
+    _damage_flip(out / "checkpoint" / "3")
+    _damage_truncate(out / "checkpoint" / "2")
+    rc, _, err = _finish(_start("--out", str(out), "--resume", "--epochs", "4"))
+    assert rc == 2
+    assert "no intact checkpoint" in err and "Traceback" not in err
+    assert len(err) < 2000
+
+
+# ----------------------------------------------------------------------------- fit itself
+
+
+def test_fit_saves_on_keyboard_interrupt_and_reraises(tmp_path):
+    ds = data.load_digits()
+    model = nn.Serial(nn.Dense(16), nn.Relu(), nn.Dense(10))
+    kwargs = dict(
+        epochs=4,
+        batch_size=64,
+        key=jax.random.PRNGKey(3),
+        progress=False,
+        val_data=(ds.x_val, ds.y_val),
+    )
+    args = (model, losses.softmax_cross_entropy, optim.adam(1e-2), (ds.x_train, ds.y_train))
+
+    def interrupt_at_2(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as caught:
+        train.fit(*args, checkpoint_dir=tmp_path / "ck", on_epoch=interrupt_at_2, **kwargs)
+    assert isinstance(caught.value, train.Interrupted) and caught.value.epoch == 2
+    assert sorted(int(p.name) for p in (tmp_path / "ck").iterdir() if p.name.isdigit()) == [2]
+    resumed = train.fit(*args, checkpoint_dir=tmp_path / "ck", resume=True, **kwargs)
+    full = train.fit(*args, **kwargs)
+    chex.assert_trees_all_equal(resumed.state, full.state)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+    np.testing.assert_array_equal(
+        [r["train_loss"] for r in resumed.history], [r["train_loss"] for r in full.history]
+    )
+
+
+def test_default_checkpointing_is_by_time(tmp_path):
+    """With checkpoint_every=None a checkpoint is written once checkpoint_seconds passed."""
+    ds = data.load_digits()
+    model = nn.Serial(nn.Dense(8), nn.Relu(), nn.Dense(10))
+    args = (model, losses.softmax_cross_entropy, optim.adam(1e-2), (ds.x_train, ds.y_train))
+    kwargs = dict(epochs=4, batch_size=64, key=jax.random.key(0), progress=False)
+    train.fit(*args, checkpoint_dir=tmp_path / "never", checkpoint_seconds=1e9, **kwargs)
+    assert sorted(int(p.name) for p in (tmp_path / "never").iterdir() if p.name.isdigit()) == [4]
+    train.fit(*args, checkpoint_dir=tmp_path / "always", checkpoint_seconds=0.0, **kwargs)
+    saved = sorted(int(p.name) for p in (tmp_path / "always").iterdir() if p.name.isdigit())
+    assert saved == [3, 4]  # every epoch written; the newest two kept
