@@ -25,7 +25,6 @@ class Setup(NamedTuple):
 
 def _imports(config: RunConfig, clock) -> None:
     """Imports JAX (with the compilation cache on unless ``--no-cache``) and jnn's modules."""
-    import jax
 
     if config.cache:
         import jnn.cache

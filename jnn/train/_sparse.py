@@ -103,49 +103,44 @@ def _sgd_rule(learning_rate) -> _RowRule:
 
 
 def _unique_rows(rows, grads, num_rows):
-    """The distinct touched rows and their summed gradients, at ``O(B D d)`` cost.
+    """The distinct touched rows and their gradients summed over the duplicates.
 
-    One stable sort of the ``n = B D`` row ids; ``unique[k]`` is the ``k``-th distinct id
-    (the slots past the last one, and the id ``num_rows`` of padding, are out of range, so
-    scatters with ``mode="drop"`` skip them) and ``summed[k]`` its gradient summed over the
-    duplicates. No ``(C - 1, d)`` array is formed.
+    ``unique`` has ``n = B D`` slots: the distinct ids in increasing order, then the fill id
+    ``num_rows`` (out of range, like the padding entries, so scatters with ``mode="drop"`` skip
+    them). Cost ``O(B D d)``: no ``(C - 1, d)`` array is formed.
     """
     flat = rows.reshape(-1)
-    n = flat.size
-    order = jnp.argsort(flat, stable=True)
-    ordered = flat[order]
-    first = jnp.concatenate([jnp.ones((1,), bool), ordered[1:] != ordered[:-1]])
-    segment = jnp.cumsum(first.astype(jnp.int32)) - 1  # distinct-id index of each sorted entry
-    unique = jnp.full((n,), num_rows, flat.dtype).at[segment].set(ordered)
-    inverse = jnp.zeros((n,), jnp.int32).at[order].set(segment)
+    unique, inverse = jnp.unique(flat, size=flat.size, fill_value=num_rows, return_inverse=True)
+    inverse = inverse.reshape(-1)
     summed = {}
     for name, g in grads.items():
-        g = g.reshape(n, *g.shape[rows.ndim :])
+        g = g.reshape(flat.size, *g.shape[rows.ndim :])
         summed[name] = jnp.zeros_like(g).at[inverse].add(g)
     return unique, summed
 
 
 def _lazy_adam_rule(learning_rate, b1, b2, eps) -> _RowRule:
-    """Adam's formulas (Optax's numerics) applied to the touched rows only."""
+    """Adam's formulas (Optax's numerics) applied to the distinct touched rows only."""
 
     def init(params):
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        return LazyAdamState(jnp.zeros((), jnp.int32), zeros, jax.tree.map(jnp.zeros_like, params))
+        zeros = lambda: jax.tree.map(jnp.zeros_like, params)
+        return LazyAdamState(jnp.zeros((), jnp.int32), zeros(), zeros())
 
     def update(params, state, rows, grads, count):
         lr = _rate(learning_rate, count)
         unique, g = _unique_rows(rows, grads, params["w"].shape[0])
         t = optax.safe_increment(state.count)
+        t_float = t.astype(jnp.float32)
+        take = lambda a: jnp.take(a, unique, axis=0, mode="clip")
+        put = lambda a, v: a.at[unique].set(v.astype(a.dtype), mode="drop")
         new_p, new_mu, new_nu = {}, {}, {}
-        for name in ("w", "b"):
-            take = lambda a: jnp.take(a, unique, axis=0, mode="clip")
+        for name, p in params.items():
             mu = (1 - b1) * g[name] + b1 * take(state.mu[name])
             nu = (1 - b2) * g[name] ** 2 + b2 * take(state.nu[name])
-            mu_hat = mu / (1 - b1 ** t.astype(jnp.float32)).astype(mu.dtype)
-            nu_hat = nu / (1 - b2 ** t.astype(jnp.float32)).astype(nu.dtype)
-            step = -lr * (mu_hat / (jnp.sqrt(nu_hat) + eps))
-            put = lambda a, v: a.at[unique].set(v.astype(a.dtype), mode="drop")
-            new_p[name] = params[name].at[unique].add(step.astype(params[name].dtype), mode="drop")
+            mu_hat = mu / (1 - b1**t_float).astype(mu.dtype)
+            nu_hat = nu / (1 - b2**t_float).astype(nu.dtype)
+            step = (-lr * (mu_hat / (jnp.sqrt(nu_hat) + eps))).astype(p.dtype)
+            new_p[name] = p.at[unique].add(step, mode="drop")  # distinct rows: p[r] + step
             new_mu[name], new_nu[name] = put(state.mu[name], mu), put(state.nu[name], nu)
         return new_p, LazyAdamState(t, new_mu, new_nu)
 
