@@ -121,21 +121,21 @@ def member_table(config: RunConfig, evaluation: dict, diverged: list) -> list[di
     return rows
 
 
+def _cell(name: str, value) -> str:
+    if value is None:
+        return "-"
+    if name == "test_accuracy":
+        return f"{100 * value:.2f}%"
+    if name == "test_nll":
+        return f"{value:.4f}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _markdown(rows: list[dict]) -> str:
+    """The member table as Markdown (also printed on the console)."""
     names = list(rows[0])
-    fmt = lambda v: (
-        f"{100 * v:.2f}%"
-        if isinstance(v, float) and v <= 1 and v >= 0
-        else f"{v:.4g}"
-        if isinstance(v, float)
-        else "-"
-        if v is None
-        else str(v)
-    )
     lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-    for row in rows:
-        cells = [fmt(row[n]) if n != "test_nll" else f"{row[n]:.4f}" for n in names]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(_cell(n, row[n]) for n in names) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -169,14 +169,14 @@ def _lines(config, main, extra, rows):
                 for r in dead
             )
         )
-    best = max(
-        range(len(rows)), key=lambda k: -1 if rows[k]["diverged"] else rows[k]["test_accuracy"]
-    )
+    alive = [r for r in rows if not r["diverged"]]
+    best = max(alive, key=lambda r: r["test_accuracy"]) if alive else rows[0]
     lines.append(
         f"ensemble NLL {main['nll']:.4f}, ECE {main['ece']:.4f}, Brier {main['brier']:.4f}, "
-        f"disagreement {main['disagreement']:.3f}; best single member NLL "
-        f"{rows[best]['test_nll']:.4f}"
+        f"disagreement {main['disagreement']:.3f}; most accurate member (m{best['member']}) "
+        f"NLL {best['test_nll']:.4f}"
     )
+
     for name, ev in extra.items():
         lines.append(
             f"{name} ensemble test accuracy {100 * ev['accuracy']:.2f}% "
