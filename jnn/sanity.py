@@ -352,25 +352,6 @@ def _overfit_hint(curve) -> str:
 # ----------------------------------------------------------------------------- gradients
 
 
-@dataclasses.dataclass(frozen=True)
-class _Objective:
-    """``make_step``'s training objective; hashable, so the gradient check compiles once."""
-
-    model: Any
-    loss: Callable
-    l1: float
-    l2: float
-
-    def __call__(self, params, model_state, x, y, dropout_key):
-        outputs, _ = self.model.apply(params, model_state, x, key=dropout_key, train=True)
-        total = jnp.mean(self.loss(outputs, y))
-        if self.l1:
-            total = total + _reg.l1(params, coefficient=self.l1).astype(total.dtype)
-        if self.l2:
-            total = total + _reg.l2(params, coefficient=self.l2).astype(total.dtype)
-        return total
-
-
 def check_gradients(
     model,
     loss,
@@ -425,7 +406,7 @@ def check_gradients(
     else:
         params, model_state = _init(model, init_key, x, params, model_state)
 
-    objective = _Objective(model, loss, float(l1), float(l2))
+    objective = _train.Objective(model, loss, float(l1), float(l2))
     report = _gradcheck.check_grads(objective, params, model_state, x, y, drop_key, **check_options)
     worst = max((r.max_rel_error for r in report.rows), default=0.0)
     mode = f" after {warmup_steps} training steps" if warmup_steps > 0 else " at initialisation"

@@ -29,15 +29,24 @@ def _check_coefficient(name, value) -> None:
         raise ValueError(f"{name} must be >= 0, got {name}={value}.")
 
 
+def widened(dtype):
+    """``float32`` for 16-bit floating dtypes; any other dtype unchanged."""
+    dtype = jnp.dtype(dtype)
+    if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4:
+        return jnp.dtype(jnp.float32)
+    return dtype
+
+
 def at_least_float32(tree):
     """Casts 16-bit floating leaves to float32 (losses are computed in at least float32)."""
 
     def cast(leaf):
         if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating):
-            return leaf.astype(jnp.promote_types(leaf.dtype, jnp.float32))
+            return leaf.astype(widened(leaf.dtype))
         return leaf
 
     return jax.tree.map(cast, tree)
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,13 +70,17 @@ class Objective:
     l2: Any = 0.0
 
     def penalty(self, params):
-        """``l1 sum|w| + l2/2 sum w^2`` over the weights (a float32-or-wider scalar)."""
-        total = jnp.zeros((), jnp.float32)
+        """``l1 sum|w| + l2/2 sum w^2`` over the weights (at least float32; float64 stays)."""
+        terms = []
         if not _is_off(self.l1):
-            total = total + _reg.l1(params, coefficient=self.l1).astype(jnp.float32)
+            terms.append(_reg.l1(params, coefficient=self.l1))
         if not _is_off(self.l2):
-            total = total + _reg.l2(params, coefficient=self.l2).astype(jnp.float32)
-        return total
+            terms.append(_reg.l2(params, coefficient=self.l2))
+        if not terms:
+            return jnp.zeros((), jnp.float32)
+        dtype = widened(max((t.dtype for t in terms), key=lambda d: d.itemsize))
+        return sum(t.astype(dtype) for t in terms)
+
 
     def with_aux(self, params, model_state, x, y, key):
         """``(total, (data_loss, accuracy, new_model_state))`` for ``jax.value_and_grad``."""
