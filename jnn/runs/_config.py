@@ -43,6 +43,7 @@ _DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.05, 
 _DEFAULT_DROPOUT = {"mlp": 0.2, "cnn": 0.3}
 # momentum / nesterov SGD: the momentum; the Adam family: b1.
 _DEFAULT_MOMENTUM = {k: (0.9,) for k in ("momentum", "nesterov", "adam", "adamw", "nadam")}
+_DEFAULT_WEIGHT_DECAY = {"adamw": (1e-4,)}
 _DEFAULT_EPOCHS = {"mlp": 30, "cnn": 20}
 _DEFAULT_BATCH = {"mlp": 128, "cnn": 64}
 _CHOICES = {
@@ -135,15 +136,15 @@ class RunConfig:
             init = "lecun_normal"
         done = dataclasses.replace(
             self,
-            widths=self.widths or _DEFAULT_WIDTHS[self.model] if self.model in MODELS else None,
-            lr=self.lr or (_DEFAULT_LR.get(self.optimizer, 3e-3),),
+            widths=_default(self.widths, _DEFAULT_WIDTHS.get(self.model)),
+            lr=_default(self.lr, (_DEFAULT_LR.get(self.optimizer, 3e-3),)),
             dropout=self.dropout
             if self.dropout is not None
             else (_DEFAULT_DROPOUT.get(self.model, 0.0),),
-            momentum=self.momentum or _DEFAULT_MOMENTUM.get(self.optimizer),
-            weight_decay=self.weight_decay or ((1e-4,) if self.optimizer == "adamw" else None),
-            epochs=self.epochs or _DEFAULT_EPOCHS.get(self.model, 30),
-            batch_size=self.batch_size or _DEFAULT_BATCH.get(self.model, 128),
+            momentum=_default(self.momentum, _DEFAULT_MOMENTUM.get(self.optimizer)),
+            weight_decay=_default(self.weight_decay, _DEFAULT_WEIGHT_DECAY.get(self.optimizer)),
+            epochs=_default(self.epochs, _DEFAULT_EPOCHS.get(self.model, 30)),
+            batch_size=_default(self.batch_size, _DEFAULT_BATCH.get(self.model, 128)),
             init=init,
         )
         done.check()
@@ -299,6 +300,11 @@ def _epochs_hint(stored, candidate, diff) -> str:
             "total number of epochs; only constant and inverse-sqrt runs can)"
         )
     return " (--epochs can only be raised)"
+
+
+def _default(value, default):
+    """``value`` unless it was not given (``None``)."""
+    return default if value is None else value
 
 
 def _flag(name: str) -> str:

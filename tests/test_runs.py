@@ -1,0 +1,205 @@
+"""jnn.runs: the library behind ``jnn train`` — RunConfig (defaults, checks, sweeps, resume
+rules), the builders (model, schedule, optimizer, data), the run folder, and train_run from
+Python."""
+
+import dataclasses
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jnn import runs
+from jnn.runs import RunConfig
+
+
+def test_defaults_are_filled_by_model_and_optimizer():
+    mlp = RunConfig.from_options()
+    assert mlp.widths == (256, 256) and mlp.epochs == 30 and mlp.batch_size == 128
+    assert mlp.lr == (3e-3,) and mlp.dropout == (0.2,) and mlp.init == "kaiming_normal"
+    assert mlp.momentum == (0.9,)  # adam's b1
+    cnn = RunConfig.from_options(model="cnn", optimizer="sgd", activation="tanh")
+    assert cnn.widths == (64, 64, 64) and cnn.epochs == 20 and cnn.batch_size == 64
+    assert cnn.lr == (0.1,) and cnn.dropout == (0.3,) and cnn.momentum is None
+    assert cnn.init == "xavier_normal"
+    assert RunConfig.from_options(activation="selu").init == "lecun_normal"
+    assert RunConfig.from_options(optimizer="adamw").weight_decay == (1e-4,)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"model": "rnn"}, "--model must be one of"),
+        ({"widths": (8, 0)}, "--widths must be positive"),
+        ({"lr": (0.0,)}, "--lr values must be in (0"),
+        ({"dropout": (1.0,)}, "--dropout values must be in [0, 1)"),
+        ({"epochs": 0}, "--epochs must be a positive integer"),
+        ({"warmup": 30.0}, "--warmup 30.0 epochs must be in [0, --epochs 30)"),
+        ({"momentum": (0.9,), "optimizer": "sgd"}, "--momentum does not apply"),
+        ({"weight_decay": (0.1,)}, "--weight-decay applies to --optimizer adamw"),
+        ({"snapshots": 4, "epochs": 30}, "--snapshots 4 must divide --epochs 30"),
+        ({"ema": 1.0}, "--ema decay must be in (0, 1)"),
+        ({"norm": "batch", "batch_size": 1}, "--norm batch needs --batch-size >= 2"),
+        ({"colour": "red"}, "unknown run options"),
+    ],
+)
+def test_bad_options_are_named(options, message):
+    with pytest.raises(ValueError, match=None) as err:
+        RunConfig.from_options(**options)
+    assert message in str(err.value)
+
+
+def test_members_are_the_grid_of_sweeps_times_seeds():
+    config = RunConfig.from_options(lr=(1e-3, 1e-2), l2=(0.0, 1e-4), ensemble=2)
+    assert config.sweep == {"lr": (1e-3, 1e-2), "l2": (0.0, 1e-4)}
+    members = config.members()
+    assert config.num_members == len(members) == 8
+    assert [m["seed"] for m in members] == [0, 1] * 4
+    assert {(m["lr"], m["l2"]) for m in members} == {
+        (a, b) for a in (1e-3, 1e-2) for b in (0, 1e-4)
+    }
+    assert RunConfig.from_options().num_members == 1
+
+
+def test_json_round_trip_and_resume_rules():
+    stored = RunConfig.from_options(lr=(1e-2,), schedule="constant", epochs=5, out="x")
+    assert RunConfig.from_json(json.loads(json.dumps(stored.to_json()))) == stored
+    assert stored.resumed({}) == stored
+    longer = stored.resumed({"epochs": 8, "progress": False})  # constant: may be extended
+    assert longer.epochs == 8 and not longer.progress
+    with pytest.raises(ValueError, match="only be raised"):
+        stored.resumed({"epochs": 3})
+    with pytest.raises(ValueError, match=r"--lr 0\.01 -> 0\.1"):
+        stored.resumed({"lr": (0.1,)})
+    cosine = dataclasses.replace(stored, schedule="cosine")
+    with pytest.raises(ValueError, match="cannot be extended"):
+        cosine.resumed({"epochs": 8})
+
+
+def test_cnn_model_shapes():
+    config = RunConfig.from_options(model="cnn")
+    model = runs.build_model(config, 10, (40, 1))
+    params, _ = jax.eval_shape(lambda k: model.init(k, (2, 40, 1)), jax.random.key(0))
+    assert params["conv_0"]["w"].shape == (5, 1, 64)
+    # 40 -> 20 -> 10 -> 5 after three poolings, 64 channels, 10 classes
+    assert params[f"dense_{len(model.layers) - 1}"]["w"].shape == (5 * 64, 10)
+    with pytest.raises(ValueError, match="impossible shape"):
+        runs.build_model(RunConfig.from_options(model="cnn", widths=(4,) * 4), 10, (8, 8, 1))
+
+
+def test_schedules_follow_their_closed_forms():
+    spe, lr = 10, 0.1
+    config = RunConfig.from_options(epochs=4, lr=(lr,), schedule="cosine")
+    sched = runs.build_schedule(config, spe)
+    for t in (0, 7, 20, 39):
+        assert float(sched(t)) == pytest.approx(lr * 0.5 * (1 + math.cos(math.pi * t / 40)), 1e-5, 1e-8)
+    warm = runs.build_schedule(dataclasses.replace(config, warmup=1.0), spe)
+    assert float(warm(5)) == pytest.approx(lr * 5 / 10)
+    assert float(warm(25)) == pytest.approx(lr * 0.5 * (1 + math.cos(math.pi * 15 / 30)), 1e-5)
+    step = runs.build_schedule(dataclasses.replace(config, schedule="step"), spe)
+    assert [float(step(t)) for t in (19, 20, 30)] == pytest.approx([lr, lr * 0.1, lr * 0.01])
+    snaps = runs.build_schedule(dataclasses.replace(config, snapshots=2), spe)
+    assert float(snaps(19)) < 0.01 * lr and float(snaps(20)) == pytest.approx(lr)  # restart
+
+
+@pytest.mark.parametrize(
+    "name", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "nadam"]
+)
+def test_build_optimizer_matches_the_optax_optimizer(name):
+    config = RunConfig.from_options(optimizer=name, lr=(0.01,), schedule="constant", epochs=2)
+    opt, _ = runs.build_optimizer(config, 5)
+    ref = {
+        "sgd": lambda: optax.sgd(0.01),
+        "momentum": lambda: optax.sgd(0.01, momentum=0.9),
+        "nesterov": lambda: optax.sgd(0.01, momentum=0.9, nesterov=True),
+        "adagrad": lambda: optax.adagrad(0.01),
+        "rmsprop": lambda: optax.rmsprop(0.01),
+        "adam": lambda: optax.adam(0.01),
+        "adamw": lambda: optax.adamw(0.01, weight_decay=1e-4),
+        "nadam": lambda: optax.nadam(0.01),
+    }[name]()
+    params = {"w": jnp.linspace(-1.0, 1.0, 6, dtype=jnp.float32)}
+    grads = {"w": jnp.cos(params["w"])}
+    with jax.numpy_dtype_promotion("standard"):
+        got, _ = opt.update(grads, opt.init(params), params)
+        want, _ = ref.update(grads, ref.init(params), params)
+    np.testing.assert_allclose(got["w"], want["w"], rtol=1e-6)
+
+
+def test_build_optimizer_takes_per_member_values_under_vmap():
+    config = RunConfig.from_options(optimizer="momentum", schedule="cosine", epochs=2)
+    params = {"w": jnp.ones(3)}
+
+    def one(lr, momentum):
+        opt, _ = runs.build_optimizer(config, 5, {"lr": lr, "momentum": momentum})
+        return opt.update({"w": jnp.ones(3)}, opt.init(params), params)[0]["w"]
+
+    got = jax.vmap(one)(jnp.asarray([0.1, 0.2]), jnp.asarray([0.5, 0.9]))
+    np.testing.assert_allclose(got[:, 0], [-0.1, -0.2], rtol=1e-6)  # step 0: -lr * g
+
+
+def test_run_folder_writes_and_rewrites(tmp_path):
+    folder = runs.RunFolder(tmp_path / "a" / "b")
+    folder.check_writable()
+    assert not (tmp_path / "a").exists()  # checking creates nothing
+    folder.create()
+    for epoch in (1, 2, 3):
+        folder.append_metrics({"epoch": epoch, "loss": float("nan")})
+    assert [r["epoch"] for r in folder.read_metrics()] == [1, 2, 3]
+    assert folder.read_metrics()[0]["loss"] is None  # NaN -> null
+    folder.write_metrics([{"epoch": 1}, {"epoch": 2}])
+    assert [r["epoch"] for r in folder.read_metrics()] == [1, 2]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OSError, match="cannot write the output folder"):
+        runs.RunFolder(tmp_path / "file" / "run").check_writable()
+
+
+def test_cnn_first_layer_kernels_are_plotted(tmp_path, key):
+    import matplotlib.image
+
+    from jnn import monitor
+
+    config = RunConfig.from_options(model="cnn", widths=(4, 4))
+    for shape in ((8, 8, 1), (40, 1)):
+        model = runs.build_model(config, 10, shape)
+        params, state = model.init(key, (2, *shape))
+        stats = monitor.activation_stats(model, params, state, jax.random.normal(key, (16, *shape)))
+        history = [
+            {
+                "epoch": 1,
+                "train_loss": 2.0,
+                "train_acc": 0.2,
+                "val_loss": 2.1,
+                "val_acc": 0.2,
+                "update_ratio": {"conv_0/w": 1e-3},
+            }
+        ]
+        folder = runs.RunFolder(tmp_path / str(len(shape)))
+        folder.create()
+        written = folder.write_plots(history, stats, params, shape)
+        assert set(written) == {"loss", "accuracy", "update_ratio", "activations", "first_layer"}
+        image = matplotlib.image.imread(folder.path / "first_layer.png")
+        assert image.shape[0] > 100
+
+
+def test_train_run_from_python(tmp_path):
+    config = RunConfig.from_options(
+        widths=(16,),
+        epochs=2,
+        batch_size=64,
+        lr=(1e-2,),
+        schedule="constant",
+        out=str(tmp_path / "run"),
+        progress=False,
+        plots=False,
+    )
+    lines = []
+    outcome = runs.train_run(config, echo=lines.append)
+    assert outcome.exit_code == 0 and outcome.folder == tmp_path / "run"
+    assert outcome.summary["test_accuracy"] > 0.5
+    assert lines[-1].startswith("test accuracy")
+    with pytest.raises(ValueError, match="already holds a run"):
+        runs.train_run(config, echo=lines.append)
