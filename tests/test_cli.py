@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -272,3 +273,44 @@ def test_low_precision_runs_end_to_end(tmp_path, dtype, optimizer):
         return
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert summary["test_accuracy"] > 0.8, summary["test_accuracy"]  # chance is 0.1
+
+
+def test_ensemble_one_is_an_ordinary_run(small_run, tmp_path):
+    _, full, _ = small_run
+    out = tmp_path / "one"
+    assert _train(*SMALL, "--ensemble", "1", "--no-plots", "--out", str(out))[0] == 0
+    a = json.loads((out / "summary.json").read_text())
+    b = json.loads((full / "summary.json").read_text())
+    assert a["test_loss"] == b["test_loss"] and "members" not in a
+
+
+def test_ensemble_sweep_end_to_end(tmp_path):
+    out = tmp_path / "sweep"
+    rc, text = _train(
+        "--widths", "16", "--epochs", "3", "--batch-size", "64", "--optimizer", "sgd",
+        "--schedule", "constant", "--lr", "0.1,1e4", "--ensemble", "2", "--no-progress",
+        "--out", str(out),
+    )  # fmt: skip
+    assert rc == 0, text
+    final = text.strip().splitlines()[-1]
+    match = re.fullmatch(
+        r"ensemble test accuracy (\d+\.\d\d)% \(members: mean (\d+\.\d\d)%, best (\d+\.\d\d)%\)",
+        final,
+    )
+    assert match, final
+    ens, mean, best = map(float, match.groups())
+    assert ens > 50 and best >= mean  # chance is 10%
+    assert "2 member(s) diverged and are excluded from the ensemble" in text
+    summary = json.loads((out / "summary.json").read_text())
+    rows = summary["members"]
+    assert [r["lr"] for r in rows] == [0.1, 0.1, 1e4, 1e4] and [r["seed"] for r in rows] == [
+        0,
+        1,
+    ] * 2
+    assert [r["diverged"] is None for r in rows] == [True, True, False, False]
+    assert summary["test_accuracy"] == pytest.approx(ens / 100, abs=1e-4)
+    records = _records(out)
+    assert len(records[-1]["members"]) == 4 and records[-1]["alive"] == 2
+    report = (out / "report.md").read_text()
+    assert "## Members" in report and "step " in report and "![reliability]" in report
+    assert (out / "reliability.png").exists()
