@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jnn import _tree
+from jnn._dtypes import at_least_float32
 
 __all__ = [
     "DIAGNOSES",
@@ -47,7 +48,7 @@ _EPS = 1e-12
 
 def _norm(x):
     x = jnp.asarray(x)
-    return jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.promote_types(x.dtype, jnp.float32)))))
+    return jnp.sqrt(jnp.sum(jnp.square(x.astype(at_least_float32(x.dtype)))))
 
 
 def update_ratios(params, updates) -> dict:
@@ -136,6 +137,7 @@ def activation_stats(model, params, state, x, *, key=None, train=False, bins=30)
     return {
         name: _layer_stats(outputs[name], kind, bins)
         for name, kind in zip(model.names, kinds, strict=True)
+        if hasattr(outputs[name], "dtype")  # e.g. a hierarchical-softmax head's pytree
     }
 
 

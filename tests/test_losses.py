@@ -547,3 +547,196 @@ def test_hierarchical_out_of_range_labels_under_jit_give_nan():
     chex.assert_trees_all_close(
         got[ok], np.asarray(losses.hierarchical_softmax(z, labels, tree))[ok]
     )
+
+
+# ----- the package: every public name of the old module, and the new ones -----
+
+OLD_NAMES = {
+    "softmax_cross_entropy",
+    "multiclass_hinge",
+    "sigmoid_binary_cross_entropy",
+    "l2_loss",
+    "accuracy",
+    "ClassTree",
+    "balanced_class_tree",
+    "class_tree_from_codes",
+    "hierarchical_softmax",
+    "hierarchical_log_probs",
+}
+NEW_NAMES = {
+    "huffman_class_tree",
+    "hierarchical_softmax_loss",
+    "hierarchical_predict",
+    "hierarchical_path",
+    "hierarchical_path_loss",
+    "hierarchical_path_correct",
+    "HierarchicalOutput",
+    "HierarchicalPath",
+    "log_probabilities",
+    "top1_correct",
+}
+
+
+def test_package_exports_old_and_new_names():
+    assert hasattr(losses, "__path__")  # a package now
+    assert set(losses.__all__) >= OLD_NAMES | NEW_NAMES
+    for name in losses.__all__:
+        assert getattr(losses, name).__doc__, name
+
+
+# ----- accuracy / top1_correct / log_probabilities on class scores -----
+
+
+def test_accuracy_rule_on_scores(data):
+    logits, labels = data
+    want = (logits.argmax(-1) == labels).astype(np.float32)
+    got = losses.top1_correct(logits, labels)
+    chex.assert_shape(got, (B,))
+    assert got.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(got), want)
+    acc = losses.accuracy(jnp.asarray(logits, jnp.bfloat16), labels)
+    assert acc.dtype == jnp.float32 and acc.shape == ()
+    assert float(losses.accuracy(logits, labels)) == pytest.approx(want.mean())
+    # ties go to the first maximum
+    assert float(losses.accuracy(jnp.zeros((2, 3)), jnp.asarray([0, 1]))) == 0.5
+    # jittable and vmappable (one example at a time, as an evaluator does)
+    per = jax.vmap(lambda o, t: losses.accuracy(o[None], t[None]))(logits, labels)
+    np.testing.assert_array_equal(np.asarray(per), want)
+    assert float(jax.jit(losses.accuracy)(logits, labels)) == pytest.approx(want.mean())
+
+
+def test_accuracy_is_nan_when_undefined(data):
+    logits, labels = data
+    # float targets (regression), multi-label targets, outputs without a class axis
+    assert np.isnan(float(losses.accuracy(logits, labels.astype(np.float32))))
+    assert np.isnan(float(losses.accuracy(logits, (logits > 0).astype(np.int32))))
+    assert np.isnan(float(losses.accuracy(logits[:, 0], labels)))
+    assert np.all(np.isnan(np.asarray(losses.top1_correct(logits, np.ones((B, C), np.float32)))))
+    bad = labels.copy()
+    bad[0] = C
+    with pytest.raises(ValueError, match=rf"\[0, {C}\)"):
+        losses.accuracy(logits, bad)
+    # under jit an out-of-range label is never hit
+    got = np.asarray(jax.jit(losses.top1_correct)(logits, bad))
+    assert got[0] == 0 and np.array_equal(
+        got[1:], np.asarray(losses.top1_correct(logits, labels))[1:]
+    )
+    with pytest.raises(ValueError, match="shape"):
+        losses.accuracy(logits, labels[:-1])
+
+
+def test_log_probabilities_of_logits_is_log_softmax(data):
+    logits, _ = data
+    got = losses.log_probabilities(logits)
+    z = logits.astype(np.float64)
+    want = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    chex.assert_trees_all_close(np.asarray(got, np.float64), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match="floating"):
+        losses.log_probabilities(np.zeros((2, 3), np.int32))
+
+
+# ----- trees: children tables, pre-order numbering, Huffman -----
+
+
+def np_walk(children, c):
+    """The (node, went_right) path to leaf ``c`` found by searching the children table."""
+    stack = [(0, [])]
+    while stack:
+        node, path = stack.pop()
+        for right, child in enumerate(children[node]):
+            step = path + [(node, bool(right))]
+            if child == -1 - c:
+                return step
+            if child >= 0:
+                stack.append((int(child), step))
+    raise AssertionError(f"leaf {c} not in the tree")
+
+
+def assert_tree_consistent(tree):
+    """nodes/signs describe the same tree as children; every node is used; pre-order."""
+    nodes, signs, children = (np.asarray(a) for a in tree)
+    c = nodes.shape[0]
+    assert children.shape == (c - 1, 2) and children.dtype == np.int32
+    for k in range(c):
+        path = np_walk(children, k)
+        n = len(path)
+        np.testing.assert_array_equal(nodes[k, :n], [p[0] for p in path])
+        np.testing.assert_array_equal(signs[k, :n], [1.0 if p[1] else -1.0 for p in path])
+        assert np.all(signs[k, n:] == 0) and np.all(nodes[k, n:] == 0)
+    for node in range(c - 1):  # pre-order: internal children have larger ids
+        kids = children[node][children[node] >= 0]
+        assert np.all(kids > node)
+    leaves = sorted(-1 - children[children < 0])
+    assert leaves == list(range(c))
+
+
+@pytest.mark.parametrize("c", TREE_SIZES)
+def test_balanced_tree_children(c):
+    assert_tree_consistent(losses.balanced_class_tree(c))
+
+
+def test_codes_tree_is_numbered_in_preorder_whatever_the_code_order():
+    tree = losses.class_tree_from_codes(["11", "0", "10"])
+    assert_tree_consistent(tree)
+    # root 0; the node at prefix "1" is 1; class 1 ("0") goes left at the root
+    np.testing.assert_array_equal(np.asarray(tree.nodes), [[0, 1], [0, 0], [0, 1]])
+    np.testing.assert_array_equal(np.asarray(tree.signs), [[1, 1], [-1, 0], [1, -1]])
+    np.testing.assert_array_equal(np.asarray(tree.children), [[-2, 1], [-3, -1]])
+
+
+def np_huffman_cost(p):
+    """Optimal expected code length, independently: the sum of all merged weights."""
+    import heapq
+
+    heap = list(p)
+    heapq.heapify(heap)
+    cost = 0.0
+    while len(heap) > 1:
+        a, b = heapq.heappop(heap), heapq.heappop(heap)
+        cost += a + b
+        heapq.heappush(heap, a + b)
+    return cost
+
+
+def _depths(tree):
+    return np.count_nonzero(np.asarray(tree.signs), axis=1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_huffman_expected_length_is_optimal_and_within_one_bit_of_entropy(seed):
+    rng = np.random.default_rng(seed)
+    c = int(rng.integers(2, 60))
+    freq = rng.gamma(0.5, size=c) + 1e-3 if seed % 2 else 1.0 / np.arange(1, c + 1)
+    tree = losses.huffman_class_tree(freq)
+    assert_tree_consistent(tree)
+    p = freq / freq.sum()
+    depth = _depths(tree)
+    expected = float(np.sum(p * depth))
+    entropy = float(-np.sum(p * np.log2(p)))
+    assert entropy - 1e-9 <= expected < entropy + 1
+    assert expected == pytest.approx(np_huffman_cost(p), rel=1e-12)
+    more = p[:, None] > p[None, :]  # more frequent -> never deeper
+    assert np.all((depth[:, None] <= depth[None, :])[more])
+
+
+def test_huffman_known_tree_and_special_cases():
+    tree = losses.huffman_class_tree([5, 1, 1, 3, 10, 2])  # depths worked out by hand
+    np.testing.assert_array_equal(_depths(tree), [2, 5, 5, 3, 1, 4])
+    np.testing.assert_array_equal(_depths(losses.huffman_class_tree(np.ones(16))), np.full(16, 4))
+    np.testing.assert_array_equal(_depths(losses.huffman_class_tree([0.3, 0.7])), [1, 1])
+    zeros = losses.huffman_class_tree([10, 0, 0, 5, 0])  # unseen classes allowed, deepest
+    assert_tree_consistent(zeros)
+    assert _depths(zeros)[0] == 1 and _depths(zeros)[[1, 2, 4]].min() >= _depths(zeros)[3]
+
+
+def test_huffman_errors():
+    for bad, err, match in (
+        ([1.0], ValueError, "at least 2"),
+        (np.ones((2, 2)), ValueError, "1-D"),
+        ([1.0, -1.0], ValueError, ">= 0"),
+        ([1.0, np.nan], ValueError, "finite"),
+        ([0, 0, 0], ValueError, "not all zero"),
+        (["a", "b"], TypeError, "numeric"),
+    ):
+        with pytest.raises(err, match=match):
+            losses.huffman_class_tree(bad)

@@ -348,3 +348,123 @@ def test_digits_mlp_reaches_97_percent(digits):
         losses.softmax_cross_entropy,
     )
     assert test["accuracy"] >= 0.97, test
+
+
+def test_fit_equals_a_hand_written_loop_with_the_documented_keys(digits):
+    """fit's key rule, from its docstring: init_key, run_key = split(key); epoch e uses
+    split(fold_in(run_key, e)) = (order_key, step_key); the order is batch_indices(order_key)
+    and make_step folds the step counter into step_key. Using one key for every epoch (the
+    same shuffle and dropout masks each epoch) would fail this test."""
+    model = nn.Serial(nn.Dense(32), nn.Relu(), nn.Dropout(0.3), nn.Dense(10))
+    opt = optim.sgd(0.05)
+    key = jax.random.key(11)
+    res = train.fit(
+        model,
+        losses.softmax_cross_entropy,
+        opt,
+        (digits.x_train, digits.y_train),
+        epochs=3,
+        batch_size=128,
+        key=key,
+        progress=False,
+    )
+    init_key, run_key = jax.random.split(key)
+    state = train.init(model, opt, init_key, (128, 64))
+    step = train.make_step(model, losses.softmax_cross_entropy, opt, monitor=False)
+    orders = []
+    for epoch in range(3):
+        order_key, step_key = jax.random.split(jax.random.fold_in(run_key, epoch))
+        idx = np.asarray(data.batch_indices(order_key, len(digits.x_train), 128))
+        orders.append(idx)
+        for batch in idx:
+            state, _ = step(state, (digits.x_train[batch], digits.y_train[batch]), step_key)
+    chex.assert_trees_all_close(res.state.params, state.params, rtol=1e-5, atol=1e-6)
+    assert not np.array_equal(orders[0], orders[1])  # a fresh permutation every epoch
+    seen = np.unique(np.concatenate([o.ravel() for o in orders]))
+    assert len(seen) == len(digits.x_train)  # dropping each epoch's remainder loses nothing
+
+
+def test_recorded_learning_rate_is_the_schedule_at_the_last_update(digits):
+    from jnn import schedules
+
+    schedule = schedules.cosine_decay_schedule(0.1, 40)
+    res = train.fit(
+        _MLP,
+        losses.softmax_cross_entropy,
+        optim.sgd(schedule),
+        (digits.x_train, digits.y_train),
+        epochs=4,
+        batch_size=128,
+        key=jax.random.key(0),
+        learning_rate=schedule,
+        progress=False,
+    )
+    for record in res.history:
+        assert record["learning_rate"] == pytest.approx(float(schedule(record["step"] - 1)))
+    rates = [r["learning_rate"] for r in res.history]
+    assert rates == sorted(rates, reverse=True) and rates[0] > 2 * rates[-1]
+
+
+def test_fit_accepts_raw_keys_and_gives_the_typed_key_result(digits):
+    a = _fit(digits, epochs=1)
+    b = train.fit(
+        _MLP,
+        losses.softmax_cross_entropy,
+        _ADAM,
+        (digits.x_train, digits.y_train),
+        epochs=1,
+        batch_size=64,
+        key=jax.random.PRNGKey(7),
+        val_data=(digits.x_val, digits.y_val),
+        progress=False,
+    )
+    chex.assert_trees_all_equal(a.state, b.state)
+    state = train.init(_MLP, _ADAM, jax.random.PRNGKey(0), (8, 64))
+    chex.assert_trees_all_equal(state, train.init(_MLP, _ADAM, jax.random.key(0), (8, 64)))
+    step = train.make_step(_MLP, losses.softmax_cross_entropy, _ADAM, donate=False)
+    batch = (jnp.asarray(digits.x_train[:8]), jnp.asarray(digits.y_train[:8]))
+    chex.assert_trees_all_equal(
+        step(state, batch, jax.random.PRNGKey(1))[0], step(state, batch, jax.random.key(1))[0]
+    )
+
+
+def test_monitor_every_n_steps(key):
+    x, t, w, b = _linear_problem()
+    opt = optim.sgd(0.1)
+    step = train.make_step(nn.Serial(nn.Dense(2)), _sq_loss, opt, monitor=3, donate=False)
+    state = _state(w, b, opt)
+    seen = []
+    for _ in range(7):
+        state, metrics = step(state, (jnp.asarray(x), jnp.asarray(t)), key)
+        seen.append(bool(np.isfinite(metrics["grad_norm"]["dense_0/w"])))
+    assert seen == [True, False, False, True, False, False, True]  # steps 0, 3, 6
+    off = train.make_step(nn.Serial(nn.Dense(2)), _sq_loss, opt, monitor=False)
+    assert off(_state(w, b, opt), (jnp.asarray(x), jnp.asarray(t)), key)[1]["grad_norm"] == {}
+
+
+def test_bfloat16_fit_with_batchnorm_and_evaluate(digits):
+    model = nn.Serial(nn.Dense(32), nn.BatchNorm(), nn.Relu(), nn.Dense(10))
+    res = train.fit(
+        model,
+        losses.softmax_cross_entropy,
+        optim.adam(1e-2),
+        (digits.x_train, digits.y_train),
+        epochs=3,
+        batch_size=64,
+        key=jax.random.key(0),
+        dtype=jnp.bfloat16,
+        progress=False,
+        val_data=(digits.x_val.astype(jnp.bfloat16), digits.y_val),
+    )
+    assert res.stopped is None
+    assert res.state.params["dense_0"]["w"].dtype == jnp.bfloat16
+    assert res.state.model_state["batchnorm_1"]["mean"].dtype == jnp.bfloat16
+    got = train.evaluate(
+        model,
+        res.state.params,
+        res.state.model_state,
+        digits.x_test,
+        digits.y_test,
+        losses.softmax_cross_entropy,
+    )
+    assert got["accuracy"] > 0.8

@@ -87,7 +87,8 @@ def list_of(item, what):
 
 
 def _data_and_model(p, examples=True):
-    g = p.add_argument_group("data and model")
+    g = p.add_argument_group("data")
+
     g.add_argument("--dataset", choices=DATASETS, default=S, help="built-in data set (digits)")
     g.add_argument(
         "--data",
@@ -110,7 +111,13 @@ def _data_and_model(p, examples=True):
             default=S,
             help="number of examples of --dataset many-classes (4096)",
         )
+    _model(p)
+
+
+def _model(p):
+    g = p.add_argument_group("model")
     g.add_argument("--model", choices=MODELS, default=S, help="(mlp)")
+
     g.add_argument(
         "--widths",
         type=widths,

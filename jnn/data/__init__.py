@@ -18,6 +18,7 @@ from jnn.data._batches import batch_indices, bootstrap_sample, iterate_batches
 from jnn.data._builtin import load, load_digits, load_mnist1d
 from jnn.data._dataset import Dataset, to_images
 from jnn.data._npz import load_npz
+from jnn.data._synthetic import make_many_classes, zipf_frequencies
 from jnn.data._validate import check_dataset, infer_num_classes, validate
 
 __all__ = [
@@ -31,6 +32,8 @@ __all__ = [
     "load_digits",
     "load_mnist1d",
     "load_npz",
+    "make_many_classes",
     "to_images",
     "validate",
+    "zipf_frequencies",
 ]

@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from jnn.data._dataset import Dataset
+
 __all__ = ["make_many_classes", "zipf_frequencies"]
 
 
@@ -54,6 +56,18 @@ def zipf_frequencies(num_classes: int, zipf: float = 1.0) -> np.ndarray:
     return weights / weights.sum()
 
 
+def _hierarchical_centres(num_classes, dim, rng):
+    """``mu_c = sum_{l=0}^{L} g_{l, c >> l} / sqrt(L + 1)``, ``g ~ N(0, I)``, ``L = ceil(log2 C)``:
+    classes whose indices share the prefix ``c >> l`` share level ``l``'s offset."""
+    levels = max(1, math.ceil(math.log2(num_classes))) + 1
+    ids = np.arange(num_classes)
+    centres = np.zeros((num_classes, dim), np.float32)
+    for level in range(levels):
+        offsets = rng.standard_normal(((num_classes - 1 >> level) + 1, dim), dtype=np.float32)
+        centres += offsets[ids >> level]
+    return centres / np.float32(math.sqrt(levels))
+
+
 def _split(x, y, val_fraction, test_fraction, rng):
     """Random (unstratified: most classes are rare) train / validation / test index split."""
     n = x.shape[0]
@@ -71,25 +85,31 @@ def _split(x, y, val_fraction, test_fraction, rng):
 
 def make_many_classes(
     num_classes: int,
-    dim: int,
-    num_examples: int,
+    dim: int = 64,
+    num_examples: int = 4096,
     zipf: float = 1.0,
     seed: int = 0,
     *,
-    noise: float = 1.0,
+    noise: float = 0.1,
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
     standardize: bool = True,
 ):
-    """Clustered inputs with Zipf-distributed class frequencies, split three ways.
+    """Hierarchically clustered inputs with Zipf-distributed class frequencies, split three ways.
 
-    Class ``c`` has a centre ``mu_c ~ N(0, I_dim)``; an example of class ``y`` is ``x = mu_y +
-    noise * eps``, ``eps ~ N(0, I_dim)``, and labels are drawn with the probabilities of
-    :func:`zipf_frequencies` (class 0 the most frequent), so a few classes hold most examples
-    and many appear rarely or never. The split is a seeded random one (not stratified:
-    most classes have fewer than two examples); features are standardised with training
-    statistics when ``standardize``. The frequencies for a Huffman tree: the true ones
-    ``zipf_frequencies(C, zipf)`` or the counts ``np.bincount(ds.y_train, minlength=C)``.
+    Clusters of clusters: class ``c``'s centre is ``mu_c = sum_{l=0}^{L} g_{l, c >> l} /
+    sqrt(L + 1)`` with ``L = ceil(log2 C)`` and independent ``g ~ N(0, I_dim)``, so classes
+    whose indices share a binary prefix (``c >> l``) share the offsets of those levels and
+    adjacent indices are similar classes: the subtrees of :func:`jnn.losses.balanced_class_tree`
+    are clusters. An example of class ``y`` is ``x = mu_y + noise * eps``, ``eps ~ N(0,
+    I_dim)`` (centres have unit variance per feature, each level ``1 / (L + 1)`` of it), and
+    labels are drawn with the probabilities of :func:`zipf_frequencies` (class 0 the most
+    frequent), so a few classes hold most examples and many appear rarely or never. The split
+    is a seeded random one (not stratified: most classes have fewer than two examples);
+    features are standardised with training statistics when ``standardize``. Frequencies for
+    a Huffman tree: the true ``zipf_frequencies(C, zipf)`` or the training counts
+    ``np.bincount(ds.y_train, minlength=C)`` (a Huffman tree groups classes by frequency, not
+    by these clusters).
 
     Args:
       num_classes: ``C >= 2``.
@@ -106,8 +126,6 @@ def make_many_classes(
       A ``jnn.data.Dataset`` named ``"many-classes"`` (float32 ``(N, dim)`` features, int32
       labels, ``input_shape=(dim,)``, ``image_shape=(dim, 1)``).
     """
-    from jnn.data import Dataset
-
     num_classes = _check_int("make_many_classes", "num_classes", num_classes, 2)
     dim = _check_int("make_many_classes", "dim", dim, 1)
     num_examples = _check_int("make_many_classes", "num_examples", num_examples, 3)
@@ -117,7 +135,7 @@ def make_many_classes(
         _check_real("make_many_classes", name, value, 0.0, strict=True, high=1.0)
     rng = np.random.default_rng(seed)
     y = rng.choice(num_classes, size=num_examples, p=zipf_frequencies(num_classes, zipf))
-    centres = rng.standard_normal((num_classes, dim), dtype=np.float32)
+    centres = _hierarchical_centres(num_classes, dim, rng)
     x = centres[y] + np.float32(noise) * rng.standard_normal((num_examples, dim), np.float32)
     train, val, test = _split(x, y.astype(np.int32), val_fraction, test_fraction, rng)
     if standardize:

@@ -1,12 +1,12 @@
 """Helpers shared by the transformations: dtype rules, leaf mapping, step counts, checks."""
 
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jnn._dtypes import at_least_float32
 from jnn.schedules import _check_flag, _check_number, _check_schedule
 
 __all__ = [
@@ -96,8 +96,7 @@ def full(x, value, dtype=None):
 
 def compute_dtype(*dtypes):
     """The dtype leaf arithmetic runs in: the leaves' common dtype, at least float32."""
-    with jax.numpy_dtype_promotion("standard"):  # a dtype computation, not an implicit cast
-        return functools.reduce(jnp.promote_types, dtypes, jnp.dtype(jnp.float32))
+    return at_least_float32(*dtypes)
 
 
 def is_array(value) -> bool:

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jnn._dtypes import at_least_float32
+
 __all__ = ["ParamsEmaState", "ema_params", "params_ema", "recompute_batch_stats"]
 
 
@@ -42,7 +44,7 @@ def params_ema(decay: float) -> optax.GradientTransformation:
 
     def init(params):
         zeros = jax.tree.map(
-            lambda p: jnp.zeros(jnp.shape(p), jnp.promote_types(p.dtype, jnp.float32)), params
+            lambda p: jnp.zeros(jnp.shape(p), at_least_float32(p.dtype)), params
         )
         return ParamsEmaState(jnp.zeros((), jnp.int32), zeros)
 

@@ -243,6 +243,40 @@ def _body_objective(body, path):
     return objective
 
 
+def _build_step(model, optimizer, rule, head_update, monitor):
+    """The plain sparse-head step of :func:`make_sparse_head_step`."""
+    body, head, body_names, head_name = _split(model)
+    tree_arrays = head.tree
+
+    def step(state: TrainState, batch, key):
+        _check_state(state, head_update)
+        x, y = batch
+        key = jax.random.fold_in(as_key(key), state.step)
+        tree = _losses.ClassTree(*(jnp.asarray(a) for a in tree_arrays))
+        body_params = {name: state.params[name] for name in body_names}
+        body_state = {name: state.model_state[name] for name in body_names}
+        head_params = state.params[head_name]
+        path = _losses.hierarchical_path(y, head_params, tree)
+        grad_fn = jax.value_and_grad(_body_objective(body, path), argnums=(0, 1), has_aux=True)
+        rows = {"w": path.w, "b": path.b}
+        (loss, (acc, body_state)), (g_body, g_rows) = grad_fn(body_params, rows, body_state, x, key)
+        updates, body_opt = optimizer.update(g_body, state.opt_state.body, body_params)
+        new_head, head_opt = rule.update(
+            head_params, state.opt_state.head, path.nodes, g_rows, state.step
+        )
+        norms, ratios = {}, {}
+        if monitor:
+            norms = _monitor.grad_norms(g_body)
+            ratios = _monitor.update_ratios(body_params, updates)
+        params = {**optax.apply_updates(body_params, updates), head_name: new_head}
+        model_state = {**body_state, head_name: state.model_state[head_name]}
+        metrics = {"loss": loss, "accuracy": acc, "grad_norm": norms, "update_ratio": ratios}
+        opt_state = SparseHeadOptState(body_opt, head_opt)
+        return TrainState(params, model_state, opt_state, state.step + 1), metrics
+
+    return step
+
+
 def make_sparse_head_step(
     model,
     optimizer,
@@ -297,36 +331,8 @@ def make_sparse_head_step(
       off the gathered path: no other read of the head, so the in-place update needs no copy),
       ``"grad_norm"`` and ``"update_ratio"`` (``{}`` unless ``monitor``).
     """
-    body, head, body_names, head_name = _split(model)
     rule = _rule(head_update, learning_rate, b1, b2, eps)
-    tree_arrays = head.tree
-
-    def step(state: TrainState, batch, key):
-        _check_state(state, head_update)
-        x, y = batch
-        key = jax.random.fold_in(as_key(key), state.step)
-        tree = _losses.ClassTree(*(jnp.asarray(a) for a in tree_arrays))
-        body_params = {name: state.params[name] for name in body_names}
-        body_state = {name: state.model_state[name] for name in body_names}
-        head_params = state.params[head_name]
-        path = _losses.hierarchical_path(y, head_params, tree)
-        grad_fn = jax.value_and_grad(_body_objective(body, path), argnums=(0, 1), has_aux=True)
-        rows = {"w": path.w, "b": path.b}
-        (loss, (acc, body_state)), (g_body, g_rows) = grad_fn(body_params, rows, body_state, x, key)
-        updates, body_opt = optimizer.update(g_body, state.opt_state.body, body_params)
-        new_head, head_opt = rule.update(
-            head_params, state.opt_state.head, path.nodes, g_rows, state.step
-        )
-        norms, ratios = {}, {}
-        if monitor:
-            norms = _monitor.grad_norms(g_body)
-            ratios = _monitor.update_ratios(body_params, updates)
-        params = {**optax.apply_updates(body_params, updates), head_name: new_head}
-        model_state = {**body_state, head_name: state.model_state[head_name]}
-        metrics = {"loss": loss, "accuracy": acc, "grad_norm": norms, "update_ratio": ratios}
-        opt_state = SparseHeadOptState(body_opt, head_opt)
-        return TrainState(params, model_state, opt_state, state.step + 1), metrics
-
+    step = _build_step(model, optimizer, rule, head_update, monitor)
     if not jit:
         return step
     return jax.jit(step, donate_argnums=0 if donate else ())
