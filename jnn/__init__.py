@@ -18,6 +18,7 @@ _SUBMODULES = (
     "cache",
     "cli",
     "data",
+    "distributed",
     "ensemble",
     "gradcheck",
     "init",

@@ -40,7 +40,7 @@ from jnn.ensemble import _evaluate, _hparams
 from jnn.ensemble._members import map_members
 from jnn.ensemble._state import init, member
 from jnn.ensemble._step import member_step
-from jnn.train import _averages, _epoch, _loop
+from jnn.train import _averages, _epoch, _loop, _sharding
 from jnn.train._fit import _checked_data, _take, recorded_learning_rate
 from jnn.train._state import TrainState, cast_inputs
 
@@ -154,7 +154,9 @@ def _validate(model, loss, chunk):
 
 
 @_memo.cached
-def _program(model, loss, optimizer, options, n, batch_size, shuffle, guard, chunk, has_val):
+def _program(
+    model, loss, optimizer, options, n, batch_size, shuffle, guard, chunk, has_val, layout=None
+):
     options = dict(options)
     batch_axis = None if shuffle == "shared" else 0
 
@@ -180,6 +182,7 @@ def _program(model, loss, optimizer, options, n, batch_size, shuffle, guard, chu
         _take,
         (lambda c, v, extra: _validate(model, loss, chunk)(c, v, extra["hp"])) if has_val else None,
         split_key=_split_member_keys,
+        layout=layout,
     )
 
 
@@ -196,6 +199,7 @@ class _Ingredients(NamedTuple):
     shuffle: str
     chunk: int | None
     has_val: bool
+    layout: Any = None
 
     def program(self, guard: bool):
         return _program(*self[:7], guard, *self[7:])
@@ -266,7 +270,7 @@ class _Ensemble:
         if not guard and not bool(jnp.all(summary["finite"])):
             (state, bad), summary, val = self._run(True, carry, keys)
         carry = EnsembleCarry(state, bad, self._snapshot(carry.snapshots, state, epoch + 1))
-        bad_host = np.asarray(bad)
+        bad_host = _sharding.host(bad)
         if (bad_host >= 0).all():
             message = "every member diverged (non-finite loss or parameters): " + ", ".join(
                 f"member {k} at step {s}" for k, s in enumerate(bad_host)
@@ -286,7 +290,7 @@ class _Ensemble:
         )
 
     def record(self, epoch, state, summary, val, bad):
-        step = int(np.asarray(state.step)[0])
+        step = int(_sharding.host(state.step)[0])
         alive = bad < 0
         lrs = [
             recorded_learning_rate(lr, member(state.opt_state, k), step)
@@ -343,7 +347,7 @@ def _extra(hp, bootstrap, sample_keys, n):
 def _diverged(bad, hp):
     return [
         None if b < 0 else {"step": int(b), "hyperparams": _hparams.member_values(hp, k)}
-        for k, b in enumerate(np.asarray(bad))
+        for k, b in enumerate(_sharding.host(bad))
     ]
 
 
@@ -397,6 +401,8 @@ def fit(
     progress: bool = True,
     on_epoch: Callable | None = None,
     on_start: Callable | None = None,
+    mesh=None,
+    fsdp: bool = False,
 ) -> EnsembleFitResult:
     """Trains ``K`` members in one compiled program per epoch (see the module docstring).
 
@@ -418,6 +424,12 @@ def fit(
       ema: keep a debiased EMA of each member's params with this decay.
       snapshots: keep the state at the end of each of this many equal cycles of epochs.
       member_chunk: train (and validate) this many members at a time.
+      mesh: ``None`` (one device), an int ``N`` (a ``"data"`` mesh of the first ``N`` local
+        devices of each process) or a ``jax.sharding.Mesh`` with axes ``"ensemble"`` and/or
+        ``"data"`` (``jnn.train.make_mesh(n, ensemble=E)``): members split over
+        ``"ensemble"``, every global batch over ``"data"``, as in ``jnn.train.fit``. ``K``
+        must divide by the ensemble axis and ``batch_size`` by the data axis.
+      fsdp: also split each member's params / optimizer state on the data axis.
 
     Returns:
       :class:`EnsembleFitResult`.
@@ -428,6 +440,11 @@ def fit(
     shuffle = "per_member" if bootstrap else shuffle
     if shuffle not in ("shared", "per_member"):
         raise ValueError(f"shuffle must be 'shared' or 'per_member', got {shuffle!r}")
+    layout = _sharding.as_layout(
+        mesh, fsdp=fsdp, members=True, per_member_batch=shuffle == "per_member"
+    )
+    if layout is not None:
+        layout.check(batch_size, k)
     if snapshots < 0 or (snapshots and epochs % snapshots):
         raise ValueError(f"snapshots={snapshots} must divide epochs={epochs}")
     split = jax.vmap(lambda key: tuple(jax.random.split(key)))(member_keys)
@@ -445,6 +462,12 @@ def fit(
         jax.device_put(cast_inputs(jnp.asarray(pair[0]), params0)),
         jax.device_put(pair[1]),
     )
+    if layout is not None:
+        placed = (carry.state, carry.bad)
+        state_, bad = layout.put(placed, layout.state(placed))
+        carry = carry._replace(state=state_, bad=bad)
+        local_put = put
+        put = lambda pair: layout.resident(local_put(pair))
     options = tuple(sorted((step_options or {}).items()))
     ingredients = _Ingredients(
         model,
@@ -456,6 +479,7 @@ def fit(
         shuffle,
         member_chunk,
         val_data is not None,
+        layout,
     )
     learning_rates = (
         learning_rate if isinstance(learning_rate, (list, tuple)) else [learning_rate] * k

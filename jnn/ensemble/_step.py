@@ -10,6 +10,7 @@ from jnn import train as _train
 from jnn._keys import as_key
 from jnn.ensemble import _hparams
 from jnn.ensemble._members import map_members, num_members_of
+from jnn.train import _sharding
 
 __all__ = ["make_step", "member_keys", "member_step"]
 
@@ -42,9 +43,12 @@ def _mapped(model, loss, optimizer, options, per_member_batch, member_chunk):
 
 
 @_memo.cached
-def _core(model, loss, optimizer, options, per_member_batch, member_chunk, donate):
+def _core(model, loss, optimizer, options, per_member_batch, member_chunk, donate, layout=None):
     mapped = _mapped(model, loss, optimizer, options, per_member_batch, member_chunk)
-    return jax.jit(mapped, donate_argnums=0 if donate else ())
+    if layout is not None:  # pinned outside the vmap, on the stacked arrays
+        mapped = _sharding.constrained(mapped, layout)
+    jitted = jax.jit(mapped, donate_argnums=0 if donate else ())
+    return jitted if layout is None else _sharding.placed(jitted, layout)
 
 
 def make_step(
@@ -58,6 +62,8 @@ def make_step(
     donate: bool = True,
     jit: bool = True,
     monitor: bool | int = False,
+    mesh=None,
+    fsdp: bool = False,
     **options,
 ):
     """The training step of :func:`jnn.train.make_step`, vmapped over ensemble members.
@@ -78,6 +84,10 @@ def make_step(
       donate, jit: as for :func:`jnn.train.make_step`.
       monitor: per-layer metrics (default off: inside ``vmap`` a ``lax.cond`` would compute
         them every step anyway).
+      mesh: ``None``, an int ``N`` or a ``jax.sharding.Mesh`` with axes ``"ensemble"``
+        and/or ``"data"``: members split over ``"ensemble"`` (``K`` must divide by it), the
+        batch over ``"data"``, as for :func:`jnn.train.make_step`.
+      fsdp: also split each member's params / optimizer state on the data axis.
       **options: ``l1``, ``l2``, ``max_norm``, ``clip_norm`` shared by all members.
 
     Returns:
@@ -87,7 +97,13 @@ def make_step(
     hp = _hparams.as_hyperparams(hyperparams)
     opts = tuple(sorted({**options, "monitor": monitor}.items()))
     ingredients = (model, loss, optimizer, opts, per_member_batch, member_chunk)
-    core = _core(*ingredients, donate) if jit else _mapped(*ingredients)
+    layout = _sharding.as_layout(mesh, fsdp=fsdp, members=True, per_member_batch=per_member_batch)
+    placed = () if layout is None else (layout,)  # one device: the key it always had
+    if jit:
+        core = _core(*ingredients, donate, *placed)
+    else:
+        core = _mapped(*ingredients)
+        core = core if layout is None else _sharding.constrained(core, layout)
 
     def step(state, batch, key):
         k = num_members_of(state)

@@ -71,7 +71,7 @@ def fit(config: RunConfig, setup, folder, resume: bool, echo, callbacks):
     model = _builders.build_model(
         config, setup.ds.num_classes, setup.ds.input_shape, dropout=dropout, tree=setup.tree
     )
-    on_start, on_epoch = callbacks(config, folder, echo)
+    on_start, on_epoch = callbacks(config, folder, echo, setup.mesh)
     schedules = [_builders.build_schedule(config, setup.steps_per_epoch, lr) for lr in hp["lr"]]
     result = jnn.ensemble.fit(
         model,
@@ -97,8 +97,12 @@ def fit(config: RunConfig, setup, folder, resume: bool, echo, callbacks):
         progress=config.progress,
         on_epoch=lambda r: on_epoch(r, _epoch_line(r, config.epochs)),
         on_start=on_start,
+        mesh=setup.mesh,
     )
-    return setup._replace(model=model), result
+    from jnn.runs._train_job import on_host
+
+    states = {k: on_host(getattr(result, k)) for k in ("state", "snapshot_state", "ema_state")}
+    return setup._replace(model=model), result._replace(**states)
 
 
 def member_table(config: RunConfig, evaluation: dict, diverged: list) -> list[dict]:

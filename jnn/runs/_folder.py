@@ -3,10 +3,12 @@ and ``report.md``. Only process 0 of a multi-process run writes it."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import shutil
+import sys
 from pathlib import Path
 
 __all__ = ["RunFolder", "jsonable"]
@@ -33,6 +35,30 @@ def jsonable(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else (1e308 if value > 0 else -1e308)
     return value
+
+
+def _primary() -> bool:
+    """Process 0 of a multi-process run, or the only process (JAX is not consulted before
+    ``jax.distributed`` is initialised, so this never starts JAX's backend early)."""
+    jax = sys.modules.get("jax")
+    if jax is None or not jax.distributed.is_initialized():
+        return True
+    return jax.process_index() == 0
+
+
+def _primary_only(method=None, *, otherwise=None):
+    """Runs ``method`` in process 0 only; the other processes of a run write nothing and get
+    ``otherwise()`` (``None`` by default)."""
+    if method is None:
+        return functools.partial(_primary_only, otherwise=otherwise)
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        if _primary():
+            return method(self, *args, **kwargs)
+        return otherwise() if otherwise is not None else None
+
+    return run
 
 
 class RunFolder:
@@ -67,9 +93,11 @@ class RunFolder:
                 "writable folder)"
             )
 
+    @_primary_only
     def create(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
 
+    @_primary_only
     def clear(self) -> None:
         """Removes a previous run's files (``--overwrite``)."""
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
@@ -79,13 +107,16 @@ class RunFolder:
     def load_config(self) -> dict:
         return json.loads((self.path / "config.json").read_text())
 
+    @_primary_only
     def save_config(self, config) -> None:
         config.save(self.path / "config.json")
 
+    @_primary_only
     def append_metrics(self, record: dict) -> None:
         with (self.path / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(jsonable(record)) + "\n")
 
+    @_primary_only
     def write_metrics(self, history) -> None:
         """Rewrites ``metrics.jsonl`` to exactly ``history`` (e.g. a resumed checkpoint's)."""
         lines = "".join(json.dumps(jsonable(r)) + "\n" for r in history)
@@ -97,9 +128,11 @@ class RunFolder:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
+    @_primary_only
     def write_summary(self, summary: dict) -> None:
         (self.path / "summary.json").write_text(json.dumps(jsonable(summary), indent=2) + "\n")
 
+    @_primary_only(otherwise=dict)
     def write_plots(self, history, stats, params, image_shape, reliability=None) -> dict:
         """Writes the babysitting figures; returns ``{name: file name}``.
 
@@ -127,6 +160,7 @@ class RunFolder:
             )
         return {k: Path(v).name for k, v in written.items()}
 
+    @_primary_only
     def write_report(self, config, summary: dict, plots: dict, tables: list[str] = ()) -> None:
         """``report.md``: result, how training ended, diagnostics, extra tables (the ensemble's
         member table), the configuration and the plots."""

@@ -140,5 +140,7 @@ def train_run(
 
     if config.out is None:
         config = dataclasses.replace(config, out=default_out(config))
+    _train_job.join_processes(config)  # before the resume check opens Orbax (JAX)
     folder = _prepare_folder(config, resume, overwrite)
+
     return _train_job.run(config, folder, resume, echo or echo_line, _Clock())

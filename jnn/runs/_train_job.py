@@ -21,11 +21,27 @@ class Setup(NamedTuple):
     loss: Any
     steps_per_epoch: int
     tree: Any = None
+    mesh: Any = None
+
+
+def join_processes(config: RunConfig) -> None:
+    """Joins a multi-process run (``--coordinator``/``--num-processes``/``--process-id`` or
+    ``JNN_*``) before anything else touches JAX; nothing to do for a single process, and
+    nothing the second time."""
+    import os
+
+    import jnn.distributed as dist
+
+    options = (config.coordinator, config.num_processes, config.process_id)
+    if any(v is not None for v in options) or os.environ.get(dist.ENV["coordinator"]):
+        dist.initialize(*options)
 
 
 def _imports(config: RunConfig, clock) -> None:
-    """Imports JAX (with the compilation cache on unless ``--no-cache``) and jnn's modules."""
+    """Joins a multi-process run if asked, then imports JAX (with the compilation cache on
+    unless ``--no-cache``) and jnn's modules."""
 
+    join_processes(config)
     if config.cache:
         import jnn.cache
 
@@ -42,10 +58,32 @@ def _setup(config: RunConfig, clock) -> Setup:
     if config.output == "hsoftmax":
         tree = _builders.build_tree(config, ds.y_train, ds.num_classes)
     model = _builders.build_model(config, ds.num_classes, ds.input_shape, tree=tree)
+    mesh = _mesh(config)
     clock.lap("data")
     return Setup(
-        ds, model, _builders.build_loss(config), len(ds.x_train) // config.batch_size, tree
+        ds, model, _builders.build_loss(config), len(ds.x_train) // config.batch_size, tree, mesh
     )
+
+
+def _mesh(config: RunConfig):
+    """The data-parallel mesh of ``--devices N`` (the first N local devices of each process;
+    default all), checked against the batch size before any folder is written."""
+    import jnn.train
+    from jnn.train import _sharding
+
+    mesh = jnn.train.make_mesh(config.devices)
+    _sharding.as_layout(mesh).check(config.batch_size)
+    return mesh
+
+
+def mesh_label(mesh) -> str:
+    """``"mesh data=8"`` (and the number of processes when there are several)."""
+    import jax
+
+    from jnn.train import _sharding
+
+    label = f"mesh {_sharding.as_layout(mesh).describe()}"
+    return label + (f" ({jax.process_count()} processes)" if jax.process_count() > 1 else "")
 
 
 def _header(config: RunConfig, setup: Setup, folder: RunFolder) -> str:
@@ -60,8 +98,9 @@ def _header(config: RunConfig, setup: Setup, folder: RunFolder) -> str:
     )
 
 
-def _callbacks(config, folder, echo):
-    """``on_start`` (rewrite metrics.jsonl to the resumed history) and ``on_epoch``."""
+def _callbacks(config, folder, echo, mesh=None):
+    """``on_start`` (rewrite metrics.jsonl to the resumed history) and ``on_epoch`` (the
+    epoch line ends with the mesh)."""
     from jnn.runs._job import format_epoch
 
     above_bar = config.progress
@@ -74,6 +113,7 @@ def _callbacks(config, folder, echo):
     def on_epoch(record, line=None):
         folder.append_metrics(record)
         line = line or format_epoch(record, config.epochs)
+        line = line if mesh is None else f"{line}  {mesh_label(mesh)}"
         echo(line) if not above_bar else _above_bar(echo, line)
 
     return on_start, on_epoch
@@ -95,9 +135,9 @@ def _fit_single(config: RunConfig, setup: Setup, folder: RunFolder, resume, echo
     import jnn.train
 
     optimizer, schedule = _builders.build_optimizer(config, setup.steps_per_epoch)
-    on_start, on_epoch = _callbacks(config, folder, echo)
+    on_start, on_epoch = _callbacks(config, folder, echo, setup.mesh)
     l2 = config.l2[0]
-    return jnn.train.fit(
+    result = jnn.train.fit(
         setup.model,
         setup.loss,
         optimizer,
@@ -117,7 +157,17 @@ def _fit_single(config: RunConfig, setup: Setup, folder: RunFolder, resume, echo
         progress=config.progress,
         on_epoch=on_epoch,
         on_start=on_start,
+        mesh=setup.mesh,
     )
+    return result._replace(state=on_host(result.state))
+
+
+def on_host(tree):
+    """A trained state as host arrays, so that evaluation, statistics and plots run on one
+    device in each process (and never as a collective only process 0 would enter)."""
+    from jnn.train import _sharding
+
+    return None if tree is None else _sharding.host(tree)
 
 
 def _ended(stopped, message) -> str | None:
@@ -205,9 +255,18 @@ def run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock):
     _imports(config, clock)
     import jax
 
+    import jnn.distributed
+
+    if not jnn.distributed.is_primary():  # process 0 speaks for a multi-process run
+        echo = _silent
+
     x64 = jax.enable_x64(True) if config.dtype == "float64" else contextlib.nullcontext()
     with x64:
         return _run(config, folder, resume, echo, clock)
+
+
+def _silent(*_) -> None:
+    """The console of processes other than 0 in a multi-process run."""
 
 
 def _run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock):

@@ -14,7 +14,8 @@ makes a resumed run bitwise identical to an uninterrupted one.
 
 Layout: ``_state`` (TrainState, init), ``_step`` (the objective and the step), ``_evaluate``,
 ``_epoch`` (one epoch as one program), ``_loop`` (the epoch loop every training mode shares:
-checkpoints, resume, interrupts, early stopping), ``_checkpoints``, ``_fit``.
+checkpoints, resume, interrupts, early stopping), ``_checkpoints``, ``_fit``, ``_sharding``
+(the mesh and the shardings of a run on many devices: ``fit(..., mesh=make_mesh(8))``).
 """
 
 from jnn.train._averages import ema_params, params_ema, recompute_batch_stats
@@ -22,19 +23,33 @@ from jnn.train._checkpoints import CheckpointError
 from jnn.train._evaluate import evaluate
 from jnn.train._fit import FitResult, fit
 from jnn.train._loop import Interrupted
+from jnn.train._sharding import make_mesh
+from jnn.train._sparse import (
+    HEAD_UPDATES,
+    LazyAdamState,
+    SparseHeadOptState,
+    init_sparse_head,
+    make_sparse_head_step,
+)
 from jnn.train._state import TrainState, init
 from jnn.train._step import Objective, make_step
 
 __all__ = [
+    "HEAD_UPDATES",
     "CheckpointError",
     "FitResult",
     "Interrupted",
+    "LazyAdamState",
     "Objective",
+    "SparseHeadOptState",
     "TrainState",
     "ema_params",
     "evaluate",
     "fit",
     "init",
+    "init_sparse_head",
+    "make_mesh",
+    "make_sparse_head_step",
     "make_step",
     "params_ema",
     "recompute_batch_stats",

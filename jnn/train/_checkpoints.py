@@ -8,6 +8,10 @@ reported in one line and the next older one is tried (the damaged one is moved a
 ``<directory>.damaged/``). Only when none is intact does restore fail, with
 :class:`CheckpointError` (a short message, never a tensorstore traceback).
 
+In a multi-process run every process takes part in each save and restore (Orbax's rules:
+process 0 writes the metadata and finalises, each process writes the shards it holds, and
+Orbax puts barriers around both); the folder must be one every process sees.
+
 Saves are asynchronous (Orbax writes in the background while training continues; a
 checkpoint becomes visible only once complete, so a killed process never leaves a
 half-written newest checkpoint) and only the newest ``max_to_keep`` (2) are kept.
@@ -28,6 +32,8 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+
+from jnn.train import _sharding
 
 __all__ = ["CheckpointError", "Checkpoints", "Restored", "digest"]
 
@@ -54,9 +60,10 @@ class Restored(NamedTuple):
 
 
 def digest(tree) -> str:
-    """A BLAKE2b digest of a pytree's leaves (dtype, shape and bytes of each, in order)."""
+    """A BLAKE2b digest of a pytree's leaves (dtype, shape and bytes of each, in order; a
+    leaf split over processes is gathered first, so every process computes the same)."""
     h = hashlib.blake2b(digest_size=16)
-    for leaf in jax.device_get(jax.tree.leaves(tree)):
+    for leaf in _sharding.host(jax.tree.leaves(tree)):
         a = np.ascontiguousarray(np.asarray(leaf))
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
@@ -197,12 +204,18 @@ class Checkpoints:
         the way of the epochs that will be trained and saved again)."""
         if not epochs:
             return
-        aside = Path(self.directory + ".damaged")
-        aside.mkdir(parents=True, exist_ok=True)
-        for epoch in epochs:
-            source = Path(self.directory) / str(epoch)
-            if source.exists():
-                shutil.move(str(source), str(aside / f"{epoch}-{time.strftime('%Y%m%d-%H%M%S')}"))
+        if jax.process_index() == 0:  # one process moves; the others wait for it
+            aside = Path(self.directory + ".damaged")
+            aside.mkdir(parents=True, exist_ok=True)
+            for epoch in epochs:
+                source = Path(self.directory) / str(epoch)
+                if source.exists():
+                    stamp = time.strftime("%Y%m%d-%H%M%S")
+                    shutil.move(str(source), str(aside / f"{epoch}-{stamp}"))
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("jnn-checkpoint-quarantine")
         self._manager.reload()
 
     def close(self) -> None:

@@ -21,6 +21,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jnn.train import _sharding
+
 __all__ = ["StepFns", "all_finite", "build_epoch", "carry_step"]
 
 
@@ -85,7 +87,20 @@ def _summary(metrics, last):
     }
 
 
-def build_epoch(steps_for: Callable, draw: Callable, take: Callable, validate=None, split_key=None):
+def _sharded(steps: StepFns, layout) -> StepFns:
+    """``steps`` with the layout pinned (``_sharding.constrained``): each gathered batch split
+    on the data axis, the carry kept in the state's sharding after every step."""
+    if layout is None:
+        return steps
+    return steps._replace(
+        plain=_sharding.constrained(steps.plain, layout),
+        monitored=_sharding.constrained(steps.monitored, layout),
+    )
+
+
+def build_epoch(
+    steps_for: Callable, draw: Callable, take: Callable, validate=None, split_key=None, layout=None
+):
     """The jitted epoch ``run(carry, data, val_data, key, extra) -> (carry, summary, val)``.
 
     Args:
@@ -97,6 +112,9 @@ def build_epoch(steps_for: Callable, draw: Callable, take: Callable, validate=No
       validate: optional ``(carry, val_data, extra) -> metrics`` run after the last step.
       split_key: ``key -> (order_key, step_key)`` (default ``jax.random.split``; an ensemble
         splits each member's key).
+      layout: an optional ``jnn.train._sharding.Layout``: batches split on its data axis,
+        the carry kept in its state sharding, the summary and validation metrics replicated
+        (readable by every process). ``None``: one device, no constraints.
 
     Returns:
       The jitted function. ``summary`` holds the epoch means (see :func:`_summary`) and
@@ -107,7 +125,7 @@ def build_epoch(steps_for: Callable, draw: Callable, take: Callable, validate=No
 
     def run(carry, data, val_data, key, extra):
         order_key, step_key = split_key(key)
-        steps = steps_for(extra)
+        steps = _sharded(steps_for(extra), layout)
         idx = draw(order_key, extra)
         carry, metrics = jax.lax.scan(
             lambda c, ix: steps.plain(c, take(data, ix), step_key), carry, idx[:-1]
@@ -116,6 +134,8 @@ def build_epoch(steps_for: Callable, draw: Callable, take: Callable, validate=No
         summary = _summary(metrics, last)
         summary["finite"] = summary.pop("losses_finite") & steps.state_finite(carry[0])
         val = validate(carry, val_data, extra) if validate is not None else None
+        if layout is not None:
+            summary, val = layout.constrain((summary, val), layout.replicated((summary, val)))
         return carry, summary, val
 
     return jax.jit(run)

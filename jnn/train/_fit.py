@@ -15,7 +15,7 @@ import optax
 from jnn import _memo
 from jnn import data as _data
 from jnn._keys import as_key
-from jnn.train import _epoch, _evaluate, _loop
+from jnn.train import _epoch, _evaluate, _loop, _sharding
 from jnn.train._state import TrainState, cast_inputs, init
 from jnn.train._step import make_step
 
@@ -76,9 +76,11 @@ def _take(data, idx):
 
 
 @_memo.cached
-def _epoch_program(model, loss, optimizer, options, num_examples, batch_size, guard, chunk):
+def _epoch_program(
+    model, loss, optimizer, options, num_examples, batch_size, guard, chunk, layout=None
+):
     """The jitted epoch of one model (see ``_epoch.build_epoch``), reused across ``fit`` calls
-    with the same ingredients."""
+    with the same ingredients (the mesh layout included)."""
     options = dict(options)
     plain = make_step(model, loss, optimizer, jit=False, **{**options, "monitor": False})
     monitored = make_step(model, loss, optimizer, jit=False, **{**options, "monitor": True})
@@ -93,7 +95,7 @@ def _epoch_program(model, loss, optimizer, options, num_examples, batch_size, gu
             model, loss, carry[0].params, carry[0].model_state, *val, chunk
         )
     return _epoch.build_epoch(
-        lambda _: steps, _draw_shared(num_examples, batch_size), _take, validate
+        lambda _: steps, _draw_shared(num_examples, batch_size), _take, validate, layout=layout
     )
 
 
@@ -109,7 +111,7 @@ class _SingleModel:
     def _run(self, guard, state, key):
         args = ((state, jnp.asarray(-1, jnp.int32)), self.data, self.val_data, key, ())
         if guard:
-            return _epoch_program(*self.ingredients[:-2], True, self.ingredients[-1])(*args)
+            return _epoch_program(*self.ingredients[:6], True, *self.ingredients[7:])(*args)
         if self._fast is None:
             t0 = time.perf_counter()
             program = _epoch_program(*self.ingredients)
@@ -226,6 +228,8 @@ def fit(
     progress: bool = True,
     on_epoch: Callable | None = None,
     on_start: Callable | None = None,
+    mesh=None,
+    fsdp: bool = False,
 ) -> FitResult:
     """Trains for ``epochs`` epochs of shuffled minibatches; validates after each epoch.
 
@@ -239,6 +243,14 @@ def fit(
     ``order_key`` draws the permutation (``jnn.data.batch_indices``) and every step ``t`` gets
     the dropout key ``fold_in(step_key, t)`` (``make_step``'s rule). So the same seed gives the
     same result and a resumed run is bitwise identical to an uninterrupted one.
+
+    Many devices and hosts: with ``mesh`` the same program runs data-parallel (see
+    ``jnn.train._sharding`` for the shardings): each global batch of ``batch_size`` is split
+    on the mesh's ``"data"`` axis, params and optimizer state are replicated (or split, with
+    ``fsdp``), the training data stay resident, replicated on every device, and XLA reduces
+    the gradients; the same seed reaches the same parameters as on one device (to float
+    rounding). In a multi-process run (``jnn.distributed.initialize``) every process calls
+    ``fit`` with the same arguments and runs the same epochs.
 
     Nothing is lost (see ``jnn.train._loop``): with ``checkpoint_dir`` a checkpoint is written
     every ``checkpoint_every`` epochs or, by default, once ``checkpoint_seconds`` (60) have
@@ -271,6 +283,11 @@ def fit(
       on_epoch: called with each epoch's record.
       on_start: called once before training with the history so far (``[]``, or a resumed
         run's records).
+      mesh: ``None`` (one device), a ``jax.sharding.Mesh`` with a ``"data"`` axis
+        (``jnn.train.make_mesh``), or an int ``N`` (the first ``N`` local devices of each
+        process). ``batch_size`` must divide by the data axis.
+      fsdp: with a mesh, split each param / optimizer-state leaf on the data axis (its
+        largest axis the axis divides) instead of replicating it.
 
     Returns:
       ``FitResult(state, history, stopped, message, timings)``. A NaN/inf in the loss or the
@@ -279,6 +296,9 @@ def fit(
       non-finite state is written.
     """
     _check_fit_options(epochs, patience, val_data, checkpoint_every, checkpoint_seconds)
+    layout = _sharding.as_layout(mesh, fsdp=fsdp)
+    if layout is not None:
+        layout.check(batch_size)
     init_key, run_key = jax.random.split(as_key(key))
     x_shape = np.shape(train_data[0])
     if state is None:
@@ -288,9 +308,13 @@ def fit(
         jax.device_put(cast_inputs(jnp.asarray(a), state.params) if i == 0 else a)
         for i, a in enumerate(pair)
     )
+    if layout is not None:
+        state = layout.put(state, layout.state(state))
+        local_put = put
+        put = lambda pair: layout.resident(local_put(pair))
     chunk = _evaluate.eval_chunk(len(val_data[0])) if val_data is not None else 0
     options = tuple(sorted((step_options or {}).items()))
-    ingredients = (model, loss, optimizer, options, len(x), batch_size, False, chunk)
+    ingredients = (model, loss, optimizer, options, len(x), batch_size, False, chunk, layout)
     mode = _SingleModel(
         ingredients, put((x, y)), put(val_data) if val_data else None, learning_rate
     )

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 
 from jnn.train._checkpoints import Checkpoints
 
@@ -201,7 +202,7 @@ class _Saver:
             return True
         if self.policy.every is not None:
             return epoch % self.policy.every == 0
-        return time.monotonic() - self.last_time >= self.policy.seconds
+        return _agreed(time.monotonic() - self.last_time >= self.policy.seconds)
 
     def save(self, carry, best, meta: LoopMeta) -> None:
         self.ckpt.save(meta.epoch, carry, best, meta.to_json())
@@ -218,9 +219,20 @@ class _Saver:
         return Interrupted(meta.epoch, directory if self.ckpt is not None else None, name)
 
 
+def _agreed(flag: bool) -> bool:
+    """Process 0's decision in every process of a multi-process run (a save is collective:
+    every process must take part, so a clock-based choice must be one choice)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
+
+
 def _progress(epochs, start, enabled):
     from tqdm.auto import tqdm
 
+    enabled = enabled and jax.process_index() == 0  # one bar for a multi-process run
     return tqdm(total=epochs, initial=start, disable=not enabled, unit="epoch", leave=True)
 
 

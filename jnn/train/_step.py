@@ -13,7 +13,9 @@ import optax
 from jnn import losses as _losses
 from jnn import monitor as _monitor
 from jnn import regularizers as _reg
+from jnn._dtypes import at_least_float32 as _widen
 from jnn._keys import as_key
+from jnn.train import _sharding
 from jnn.train._state import TrainState
 
 __all__ = ["Objective", "make_step"]
@@ -29,24 +31,15 @@ def _check_coefficient(name, value) -> None:
         raise ValueError(f"{name} must be >= 0, got {name}={value}.")
 
 
-def widened(dtype):
-    """``float32`` for 16-bit floating dtypes; any other dtype unchanged."""
-    dtype = jnp.dtype(dtype)
-    if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4:
-        return jnp.dtype(jnp.float32)
-    return dtype
-
-
 def at_least_float32(tree):
     """Casts 16-bit floating leaves to float32 (losses are computed in at least float32)."""
 
     def cast(leaf):
         if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating):
-            return leaf.astype(widened(leaf.dtype))
+            return leaf.astype(_widen(leaf.dtype))
         return leaf
 
     return jax.tree.map(cast, tree)
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,9 +71,8 @@ class Objective:
             terms.append(_reg.l2(params, coefficient=self.l2))
         if not terms:
             return jnp.zeros((), jnp.float32)
-        dtype = widened(max((t.dtype for t in terms), key=lambda d: d.itemsize))
+        dtype = _widen(*(t.dtype for t in terms))
         return sum(t.astype(dtype) for t in terms)
-
 
     def with_aux(self, params, model_state, x, y, key):
         """``(total, (data_loss, accuracy, new_model_state))`` for ``jax.value_and_grad``."""
@@ -142,6 +134,8 @@ def make_step(
     donate: bool = True,
     jit: bool = True,
     monitor: bool | int = 100,
+    mesh=None,
+    fsdp: bool = False,
 ):
     """Builds a pure training step ``step(state, batch, key) -> (state, metrics)``.
 
@@ -167,6 +161,13 @@ def make_step(
         inside the step only when ``state.step % 100 == 0`` (``lax.cond``; NaN on the other
         steps); ``True`` computes them every step, ``False`` never (empty dicts), an int
         ``N`` every ``N`` steps.
+      mesh: ``None`` (one device), a ``jax.sharding.Mesh`` with a ``"data"`` axis or an int
+        ``N`` (``jnn.train.make_mesh(N)``): data-parallel. The batch is split on ``"data"``
+        (its size must divide by the axis), the state replicated (or FSDP-split), and XLA
+        reduces the gradients; the jitted step puts ``state`` and ``batch`` in those
+        shardings first (see ``jnn.train._sharding``). In a multi-process run, pass the
+        global batch as ``jnn.distributed.global_batch(local_rows, mesh)``.
+      fsdp: with a mesh, split params and optimizer state on the data axis.
 
     Returns:
       ``step(state, (x, y), key) -> (state, metrics)``; ``metrics`` has ``"loss"`` (the mean
@@ -179,6 +180,7 @@ def make_step(
     if clip_norm is not None and not clip_norm > 0:
         raise ValueError(f"clip_norm must be > 0 or None, got {clip_norm}.")
     every = _monitor_flag(monitor)
+    layout = _sharding.as_layout(mesh, fsdp=fsdp)
     constraint = _reg.max_norm(max_norm) if max_norm is not None else None
     grad_fn = jax.value_and_grad(Objective(model, loss, l1, l2).with_aux, has_aux=True)
 
@@ -199,6 +201,9 @@ def make_step(
         metrics = {"loss": data_loss, "accuracy": acc, "grad_norm": norms, "update_ratio": ratios}
         return TrainState(params, model_state, opt_state, state.step + 1), metrics
 
+    if layout is not None:
+        step = _sharding.constrained(step, layout)
     if not jit:
         return step
-    return jax.jit(step, donate_argnums=0 if donate else ())
+    jitted = jax.jit(step, donate_argnums=0 if donate else ())
+    return jitted if layout is None else _sharding.placed(jitted, layout)
