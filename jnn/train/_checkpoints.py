@@ -19,6 +19,7 @@ half-written newest checkpoint) and only the newest ``max_to_keep`` (2) are kept
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import hashlib
@@ -26,6 +27,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -86,20 +88,35 @@ def _first_line(err: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_abandoned_reads():
+def _quiet_abandoned_reads(settle_seconds: float = 0.5):
     """Orbax reads arrays concurrently; after the first failure the other reads are
-    abandoned, and Python would print each one's traceback when it is collected. Collect them
-    here, silently."""
-    previous = sys.unraisablehook
-    sys.unraisablehook = lambda unraisable: None
+    abandoned, finish in tensorstore's threads, and print tracebacks (an exception never
+    retrieved, an event loop already closed) when they end or are collected. On a failure,
+    give them ``settle_seconds`` to end and collect them, with Python's hooks for such
+    reports silenced; a successful read changes nothing."""
+    hooks = (sys.unraisablehook, sys.excepthook, threading.excepthook)
+    sys.unraisablehook = sys.excepthook = threading.excepthook = lambda *args: None
     try:
         yield
-    finally:
+    except Exception:
+        time.sleep(settle_seconds)
         gc.collect()
-        sys.unraisablehook = previous
+        # Reads still pending are destroyed when the interpreter exits: silence those reports
+        # too (only in a process that met a damaged checkpoint, and only at exit).
+        atexit.register(_silence_unraisable)
+        raise
+
+    finally:
+        sys.unraisablehook, sys.excepthook, threading.excepthook = hooks
+
+
+
+def _silence_unraisable():
+    sys.unraisablehook = lambda unraisable: None
 
 
 def _quiet_absl():
+
     """Orbax logs through absl at INFO/WARNING level; keep those off the user's console."""
     try:
         from absl import logging as absl_logging
