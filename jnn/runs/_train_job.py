@@ -136,7 +136,6 @@ def _fit_single(config: RunConfig, setup: Setup, folder: RunFolder, resume, echo
 
     optimizer, schedule = _builders.build_optimizer(config, setup.steps_per_epoch)
     on_start, on_epoch = _callbacks(config, folder, echo, setup.mesh)
-    l2 = config.l2[0]
     result = jnn.train.fit(
         setup.model,
         setup.loss,
@@ -147,7 +146,7 @@ def _fit_single(config: RunConfig, setup: Setup, folder: RunFolder, resume, echo
         key=jax.random.key(config.seed),
         val_data=(setup.ds.x_val, setup.ds.y_val),
         dtype=jnp.dtype(config.dtype),
-        step_options={"l2": l2} if l2 else None,
+        step_options=_step_options(config, schedule),
         learning_rate=schedule,
         checkpoint_dir=folder.checkpoint_dir,
         checkpoint_every=config.checkpoint_every,
@@ -160,6 +159,19 @@ def _fit_single(config: RunConfig, setup: Setup, folder: RunFolder, resume, echo
         mesh=setup.mesh,
     )
     return result._replace(state=on_host(result.state))
+
+
+def _step_options(config: RunConfig, schedule):
+    """``fit``'s step options: the L2 strength; for ``--output hsoftmax`` without L2 the
+    sparse head step (lazy Adam for the Adam family, with its b1; SGD otherwise)."""
+    l2 = config.l2[0]
+    if config.output == "hsoftmax" and not l2:
+        if config.optimizer in ("adam", "adamw", "nadam"):
+            head = {"head_update": "lazy_adam", "learning_rate": schedule, "b1": config.momentum[0]}
+        else:
+            head = {"head_update": "sgd", "learning_rate": schedule}
+        return {"sparse_head": head}
+    return {"l2": l2} if l2 else None
 
 
 def on_host(tree):

@@ -15,7 +15,7 @@ import optax
 from jnn import _memo
 from jnn import data as _data
 from jnn._keys import as_key
-from jnn.train import _epoch, _evaluate, _loop, _sharding
+from jnn.train import _epoch, _evaluate, _loop, _sharding, _sparse
 from jnn.train._state import TrainState, cast_inputs, init
 from jnn.train._step import make_step
 
@@ -75,15 +75,46 @@ def _take(data, idx):
     return jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0)
 
 
+def _normalized(step_options) -> tuple:
+    """``step_options`` as a hashable, sorted tuple (a ``sparse_head`` dict included)."""
+    items = dict(step_options or {})
+    if isinstance(items.get("sparse_head"), dict):
+        items["sparse_head"] = tuple(sorted(items["sparse_head"].items()))
+    return tuple(sorted(items.items()))
+
+
+def _plain_step(model, loss, optimizer, options: tuple, monitor: bool):
+    """``make_step``'s plain step, or ``make_sparse_head_step``'s when the options name a
+    ``sparse_head`` (a hierarchical-softmax head updated on the touched rows only)."""
+    options = dict(options)
+    sparse = options.pop("sparse_head", None)
+    if sparse is None:
+        return make_step(model, loss, optimizer, jit=False, **{**options, "monitor": monitor})
+    if options:
+        raise ValueError(f"step_options: sparse_head takes no other option, got {sorted(options)}")
+    return _sparse.make_sparse_head_step(
+        model, optimizer, jit=False, monitor=monitor, **dict(sparse)
+    )
+
+
+def _initial_state(model, optimizer, key, input_shape, dtype, options: tuple):
+    sparse = dict(options).get("sparse_head")
+    if sparse is None:
+        return init(model, optimizer, key, input_shape, dtype)
+    head_update = dict(sparse).get("head_update", "sgd")
+    return _sparse.init_sparse_head(
+        model, optimizer, key, input_shape, head_update=head_update, dtype=dtype
+    )
+
+
 @_memo.cached
 def _epoch_program(
     model, loss, optimizer, options, num_examples, batch_size, guard, chunk, layout=None
 ):
     """The jitted epoch of one model (see ``_epoch.build_epoch``), reused across ``fit`` calls
     with the same ingredients (the mesh layout included)."""
-    options = dict(options)
-    plain = make_step(model, loss, optimizer, jit=False, **{**options, "monitor": False})
-    monitored = make_step(model, loss, optimizer, jit=False, **{**options, "monitor": True})
+    plain = _plain_step(model, loss, optimizer, options, monitor=False)
+    monitored = _plain_step(model, loss, optimizer, options, monitor=True)
     steps = _epoch.StepFns(
         _epoch.carry_step(plain, guard),
         _epoch.carry_step(monitored, guard),
@@ -268,7 +299,10 @@ def fit(
       dtype: parameter dtype for that initialisation (``jnp.bfloat16``, ``jnp.float16``,
         ``jnp.float64``); inputs are cast to the parameters' dtype.
       step_options: keyword options for :func:`make_step` (``l1``, ``l2``, ``max_norm``,
-        ``clip_norm``).
+        ``clip_norm``), or ``{"sparse_head": {"head_update": "sgd" | "lazy_adam",
+        "learning_rate": ...}}`` for a model ending in ``jnn.nn.HierarchicalSoftmax``: the
+        epoch then runs ``make_sparse_head_step`` (only the rows on each batch's paths are
+        updated; the layers below use ``optimizer``) and the state is ``init_sparse_head``'s.
       learning_rate: a float or schedule, used only to record the learning rate in the history
         (for a schedule: ``schedule(step - 1)``, its value at the epoch's last update).
       checkpoint_dir: an orbax checkpoint folder (None: no checkpoints).
@@ -301,8 +335,11 @@ def fit(
         layout.check(batch_size)
     init_key, run_key = jax.random.split(as_key(key))
     x_shape = np.shape(train_data[0])
+    options = _normalized(step_options)
     if state is None:
-        state = init(model, optimizer, init_key, (batch_size, *x_shape[1:]), dtype)
+        state = _initial_state(
+            model, optimizer, init_key, (batch_size, *x_shape[1:]), dtype, options
+        )
     (x, y), val_data = _checked_data(model, state, train_data, val_data, batch_size, patience)
     put = lambda pair: tuple(
         jax.device_put(cast_inputs(jnp.asarray(a), state.params) if i == 0 else a)
@@ -313,7 +350,6 @@ def fit(
         local_put = put
         put = lambda pair: layout.resident(local_put(pair))
     chunk = _evaluate.eval_chunk(len(val_data[0])) if val_data is not None else 0
-    options = tuple(sorted((step_options or {}).items()))
     ingredients = (model, loss, optimizer, options, len(x), batch_size, False, chunk, layout)
     mode = _SingleModel(
         ingredients, put((x, y)), put(val_data) if val_data else None, learning_rate
