@@ -35,7 +35,10 @@ def _env(**extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_FLAGS", "JNN_"))}
     env["JNN_CACHE_DIR"] = os.environ["JNN_CACHE_DIR"]
     env.update(extra)
+    # keep the suite's compile-time setting (tests/conftest.py) next to a forced device count
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
     return env
+
 
 
 def _free_port() -> int:

@@ -244,11 +244,11 @@ _FIT_MODEL = nn.Serial(nn.Dense(32), nn.Relu(), nn.Dense(10))
 
 
 def _ens_fit(ds, **kw):
-    kw.setdefault("epochs", 3)
+    kw.setdefault("epochs", 2)
     return ensemble.fit(
         _FIT_MODEL,
         losses.softmax_cross_entropy,
-        kw.pop("optimizer", optim.adam if "hyperparams" in kw else optim.adam(3e-3)),
+        kw.pop("optimizer", optim.adam if "hyperparams" in kw else _OPT),
         (ds.x_train, ds.y_train),
         batch_size=64,
         val_data=(ds.x_val, ds.y_val),
@@ -263,7 +263,7 @@ def _alone_fit(ds, opt, key, **kw):
         losses.softmax_cross_entropy,
         opt,
         (ds.x_train, ds.y_train),
-        epochs=kw.pop("epochs", 3),
+        epochs=kw.pop("epochs", 2),
         batch_size=64,
         key=key,
         val_data=(ds.x_val, ds.y_val),
@@ -308,7 +308,7 @@ def test_one_diverging_member_is_frozen_and_excluded(digits):
     assert int(frozen.step) == diverged["step"] == int(alone.state.step)
     assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(frozen.params))
     for k in (0, 2):  # the others trained on, exactly as alone
-        ok = _alone_fit(digits, optim.sgd(lrs[k]), keys[k], epochs=3)
+        ok = _alone_fit(digits, optim.sgd(lrs[k]), keys[k])
         np.testing.assert_allclose(
             res.history[-1]["members"][k]["train_loss"], ok.history[-1]["train_loss"], rtol=1e-5
         )

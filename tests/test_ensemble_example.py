@@ -13,7 +13,7 @@ def test_ensemble_example(capsys):
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    seeds, sweep = module.main(epochs=4)
+    seeds, sweep = module.main(epochs=2)
     text = capsys.readouterr().out
     assert "seed ensemble" in text and "learning-rate sweep" in text
     assert seeds["accuracy"] >= seeds["member_mean_accuracy"] - 1e-6 and seeds["accuracy"] > 0.9

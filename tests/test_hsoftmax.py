@@ -658,3 +658,24 @@ def test_head_reaches_95_percent_on_digits(key, tree_kind):
     assert float(losses.accuracy(out, ds.y_test)) >= 0.95
     exact = losses.accuracy(losses.log_probabilities(out), ds.y_test)
     assert float(exact) >= 0.95
+
+
+def test_fit_with_the_sparse_head_step_equals_the_dense_step_when_every_row_is_touched():
+    # 10 classes, batch 64: every node of the balanced tree is on some path in every batch, so
+    # lazy Adam equals dense Adam and fit's sparse path must reach the dense path's params
+    ds = data.load_digits()
+    model = nn.Serial(
+        nn.Dense(32), nn.Relu(), nn.HierarchicalSoftmax(losses.balanced_class_tree(10))
+    )
+    kwargs = dict(epochs=2, batch_size=64, key=jax.random.key(0), progress=False)
+    args = (model, losses.hierarchical_softmax_loss, optim.adam(3e-3), (ds.x_train, ds.y_train))
+    dense = train.fit(*args, **kwargs)
+    sparse = train.fit(
+        *args,
+        step_options={"sparse_head": {"head_update": "lazy_adam", "learning_rate": 3e-3}},
+        **kwargs,
+    )
+    assert isinstance(sparse.state.opt_state, train.SparseHeadOptState)
+    chex.assert_trees_all_close(sparse.state.params, dense.state.params, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="sparse_head takes no other option"):
+        train.fit(*args, step_options={"sparse_head": {"head_update": "sgd"}, "l2": 1e-4}, **kwargs)

@@ -29,7 +29,7 @@ CLAIMS = [
     ("# ~0.72", r"hsoftmax: test accuracy (0\.\d+)", lambda m: float(m[1]) >= 0.6),
     ("nodes per example", r"nodes per example: Huffman (\d+\.\d), balanced (\d+\.\d)",
      lambda m: float(m[1]) < float(m[2])),
-    ("# ~0.96", r"from python: test accuracy (0\.\d+)", lambda m: float(m[1]) >= 0.9),
+    ("# ~0.94", r"from python: test accuracy (0\.\d+)", lambda m: float(m[1]) >= 0.9),
     ("# ~0.97", r"fit: test accuracy (0\.\d+)", lambda m: float(m[1]) >= 0.95),
     (
         "# ~0.98",

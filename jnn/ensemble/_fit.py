@@ -41,7 +41,7 @@ from jnn.ensemble._members import map_members
 from jnn.ensemble._state import init, member
 from jnn.ensemble._step import member_step
 from jnn.train import _averages, _epoch, _loop, _sharding
-from jnn.train._fit import _checked_data, _take, recorded_learning_rate
+from jnn.train._fit import _checked_data, _normalized, _take, recorded_learning_rate, resident
 from jnn.train._state import TrainState, cast_inputs
 
 __all__ = ["EnsembleCarry", "EnsembleFitResult", "fit"]
@@ -326,15 +326,50 @@ class _Ensemble:
 # ----------------------------------------------------------------------------- fit
 
 
-def _initial_carry(model, optimizer, init_keys, shape, dtype, hp, snapshots):
-    state = init(model, optimizer, init_keys, shape, dtype, hyperparams=hp or None)
-    k = init_keys.shape[0]
+def _initial_carry(model, optimizer, init_keys, shape, dtype, hp, snapshots, state, layout):
+    """The starting carry: fresh members (or ``state``), nobody diverged, empty snapshots;
+    placed on the mesh when there is one."""
+    if state is None:
+        state = init(model, optimizer, init_keys, shape, dtype, hyperparams=hp or None)
+    bad = jnp.full((init_keys.shape[0],), -1, jnp.int32)
+    if layout is not None:
+        state, bad = layout.put((state, bad), layout.state((state, bad)))
     stack = None
     if snapshots:
         stack = jax.tree.map(
             lambda a: jnp.zeros((snapshots, *a.shape), a.dtype), (state.params, state.model_state)
         )
-    return EnsembleCarry(state, jnp.full((k,), -1, jnp.int32), stack)
+    return EnsembleCarry(state, bad, stack)
+
+
+def _check_options(shuffle, bootstrap, snapshots, epochs) -> str:
+    """The data order to use (bootstrap implies per-member); refuses bad values."""
+    shuffle = "per_member" if bootstrap else shuffle
+    if shuffle not in ("shared", "per_member"):
+        raise ValueError(f"shuffle must be 'shared' or 'per_member', got {shuffle!r}")
+    if snapshots < 0 or (snapshots and epochs % snapshots):
+        raise ValueError(f"snapshots={snapshots} must divide epochs={epochs}")
+    return shuffle
+
+
+def _per_member(learning_rate, k) -> list:
+    """The history's learning rate rule per member: one for all, or a list of ``K``."""
+    return list(learning_rate) if isinstance(learning_rate, (list, tuple)) else [learning_rate] * k
+
+
+def _result(model, result, timings, hp, ema, x_train) -> EnsembleFitResult:
+    final = result.carry
+    snapshot_state, ema_state = _averaged_states(model, final, ema, x_train)
+    return EnsembleFitResult(
+        final.state,
+        result.history,
+        result.stopped,
+        result.message,
+        timings,
+        _diverged(final.bad, hp),
+        snapshot_state,
+        ema_state,
+    )
 
 
 def _extra(hp, bootstrap, sample_keys, n):
@@ -435,45 +470,25 @@ def fit(
       :class:`EnsembleFitResult`.
     """
     member_keys = as_keys(keys)
-    k = member_keys.shape[0]
-    hp = _hparams.as_hyperparams(hyperparams, k)
-    shuffle = "per_member" if bootstrap else shuffle
-    if shuffle not in ("shared", "per_member"):
-        raise ValueError(f"shuffle must be 'shared' or 'per_member', got {shuffle!r}")
+    hp = _hparams.as_hyperparams(hyperparams, member_keys.shape[0])
+    shuffle = _check_options(shuffle, bootstrap, snapshots, epochs)
     layout = _sharding.as_layout(
         mesh, fsdp=fsdp, members=True, per_member_batch=shuffle == "per_member"
     )
     if layout is not None:
-        layout.check(batch_size, k)
-    if snapshots < 0 or (snapshots and epochs % snapshots):
-        raise ValueError(f"snapshots={snapshots} must divide epochs={epochs}")
-    split = jax.vmap(lambda key: tuple(jax.random.split(key)))(member_keys)
-    init_keys, run_keys = split
+        layout.check(batch_size, member_keys.shape[0])
+    init_keys, run_keys = jax.vmap(lambda key: tuple(jax.random.split(key)))(member_keys)
     optimizer = _with_ema(optimizer, ema)
     shape = (batch_size, *np.shape(train_data[0])[1:])
-    carry = _initial_carry(model, optimizer, init_keys, shape, dtype, hp, snapshots)
-    if state is not None:
-        carry = carry._replace(state=state)
+    carry = _initial_carry(model, optimizer, init_keys, shape, dtype, hp, snapshots, state, layout)
     (x, y), val_data = _checked_data(
         model, member(carry.state, 0), train_data, val_data, batch_size, patience
     )
-    params0 = member(carry.state.params, 0)
-    put = lambda pair: (
-        jax.device_put(cast_inputs(jnp.asarray(pair[0]), params0)),
-        jax.device_put(pair[1]),
-    )
-    if layout is not None:
-        placed = (carry.state, carry.bad)
-        state_, bad = layout.put(placed, layout.state(placed))
-        carry = carry._replace(state=state_, bad=bad)
-        local_put = put
-        put = lambda pair: layout.resident(local_put(pair))
-    options = tuple(sorted((step_options or {}).items()))
     ingredients = _Ingredients(
         model,
         loss,
         optimizer,
-        options,
+        _normalized(step_options),
         len(x),
         batch_size,
         shuffle,
@@ -481,44 +496,28 @@ def fit(
         val_data is not None,
         layout,
     )
-    learning_rates = (
-        learning_rate if isinstance(learning_rate, (list, tuple)) else [learning_rate] * k
-    )
+    put = lambda pair: resident(pair, carry.state.params, layout)
     mode = _Ensemble(
         ingredients,
         put((x, y)),
         put(val_data) if val_data else None,
         run_keys,
         _extra(hp, bootstrap, init_keys, len(x)),
-        learning_rates,
+        _per_member(learning_rate, member_keys.shape[0]),
         snapshots,
         epochs,
     )
-    policy = None
-    if checkpoint_dir is not None:
-        policy = _loop.CheckpointPolicy(
-            checkpoint_dir, checkpoint_every, checkpoint_seconds, resume
-        )
     result = _loop.run_epochs(
         mode,
         carry,
         epochs=epochs,
         key=run_keys[0],
-        checkpoint=policy,
+        checkpoint=_loop.CheckpointPolicy.of(
+            checkpoint_dir, checkpoint_every, checkpoint_seconds, resume
+        ),
         patience=patience,
         progress=progress,
         on_epoch=on_epoch,
         on_start=on_start,
     )
-    final = result.carry
-    snapshot_state, ema_state = _averaged_states(model, final, ema, x)
-    return EnsembleFitResult(
-        final.state,
-        result.history,
-        result.stopped,
-        result.message,
-        mode.timings,
-        _diverged(final.bad, hp),
-        snapshot_state,
-        ema_state,
-    )
+    return _result(model, result, mode.timings, hp, ema, x)

@@ -43,9 +43,7 @@ def params_ema(decay: float) -> optax.GradientTransformation:
         raise ValueError(f"params_ema: decay must be in (0, 1), got {decay}.")
 
     def init(params):
-        zeros = jax.tree.map(
-            lambda p: jnp.zeros(jnp.shape(p), at_least_float32(p.dtype)), params
-        )
+        zeros = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), at_least_float32(p.dtype)), params)
         return ParamsEmaState(jnp.zeros((), jnp.int32), zeros)
 
     def update(updates, state, params=None):

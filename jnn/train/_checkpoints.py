@@ -110,13 +110,11 @@ def _quiet_abandoned_reads(settle_seconds: float = 0.5):
         sys.unraisablehook, sys.excepthook, threading.excepthook = hooks
 
 
-
 def _silence_unraisable():
     sys.unraisablehook = lambda unraisable: None
 
 
 def _quiet_absl():
-
     """Orbax logs through absl at INFO/WARNING level; keep those off the user's console."""
     try:
         from absl import logging as absl_logging

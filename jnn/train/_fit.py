@@ -210,6 +210,14 @@ def num_classes_of(model, state, x_shape, x_dtype, y):
     return int(shape[-1]) if shape is not None and len(shape) == np.ndim(y) + 1 else None
 
 
+def resident(pair, params, layout=None):
+    """``(x, y)`` on the device(s) for the whole run: ``x`` cast to the params' dtype; with a
+    mesh layout, replicated on every device of it."""
+    x, y = pair
+    placed = (jax.device_put(cast_inputs(jnp.asarray(x), params)), jax.device_put(y))
+    return placed if layout is None else layout.resident(placed)
+
+
 def _check_fit_options(epochs, patience, val_data, checkpoint_every, checkpoint_seconds):
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be an int >= 0, got {epochs!r}.")
@@ -341,24 +349,15 @@ def fit(
             model, optimizer, init_key, (batch_size, *x_shape[1:]), dtype, options
         )
     (x, y), val_data = _checked_data(model, state, train_data, val_data, batch_size, patience)
-    put = lambda pair: tuple(
-        jax.device_put(cast_inputs(jnp.asarray(a), state.params) if i == 0 else a)
-        for i, a in enumerate(pair)
-    )
     if layout is not None:
         state = layout.put(state, layout.state(state))
-        local_put = put
-        put = lambda pair: layout.resident(local_put(pair))
+    put = lambda pair: resident(pair, state.params, layout)
     chunk = _evaluate.eval_chunk(len(val_data[0])) if val_data is not None else 0
     ingredients = (model, loss, optimizer, options, len(x), batch_size, False, chunk, layout)
     mode = _SingleModel(
         ingredients, put((x, y)), put(val_data) if val_data else None, learning_rate
     )
-    policy = None
-    if checkpoint_dir is not None:
-        policy = _loop.CheckpointPolicy(
-            checkpoint_dir, checkpoint_every, checkpoint_seconds, resume
-        )
+    policy = _loop.CheckpointPolicy.of(checkpoint_dir, checkpoint_every, checkpoint_seconds, resume)
     result = _loop.run_epochs(
         mode,
         state,

@@ -142,6 +142,11 @@ class CheckpointPolicy(NamedTuple):
     seconds: float = 60.0
     resume: bool = False
 
+    @classmethod
+    def of(cls, directory, every=None, seconds=60.0, resume=False) -> CheckpointPolicy | None:
+        """The policy, or ``None`` when there is no ``directory`` (no checkpoints)."""
+        return None if directory is None else cls(directory, every, seconds, resume)
+
 
 def _open(policy: CheckpointPolicy | None) -> Checkpoints | None:
     if policy is None:
