@@ -40,7 +40,6 @@ def _env(**extra):
     return env
 
 
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -27,8 +27,11 @@ CLAIMS = [
     ("# Weston-Watkins SVM: 9.0 each", r"\[9\. 9\. 9\. 9\.\]", lambda m: True),
     ("# 0.5 * sum w^2 = 3.0, sum |w| = 6.0", r"^3\.0 6\.0$", lambda m: True),
     ("# ~0.72", r"hsoftmax: test accuracy (0\.\d+)", lambda m: float(m[1]) >= 0.6),
-    ("nodes per example", r"nodes per example: Huffman (\d+\.\d), balanced (\d+\.\d)",
-     lambda m: float(m[1]) < float(m[2])),
+    (
+        "nodes per example",
+        r"nodes per example: Huffman (\d+\.\d), balanced (\d+\.\d)",
+        lambda m: float(m[1]) < float(m[2]),
+    ),
     ("# ~0.94", r"from python: test accuracy (0\.\d+)", lambda m: float(m[1]) >= 0.9),
     ("# ~0.97", r"fit: test accuracy (0\.\d+)", lambda m: float(m[1]) >= 0.95),
     (

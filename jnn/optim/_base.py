@@ -1,6 +1,5 @@
 """Helpers shared by the transformations: dtype rules, leaf mapping, step counts, checks."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
