@@ -169,8 +169,11 @@ def test_correct_mlp_passes_and_x64_setting_is_restored(key):
     # 4 random directions + 4 coordinates per leaf; a bias feeding BatchNorm (true gradient 0)
     # passes thanks to the absolute floor.
     assert all(row.checked == 8 for row in report.rows)
+    # Its error is float64 rounding noise over the floor, so it depends on XLA's summation
+    # order (1e-7 .. 5e-6); every leaf with a real gradient is checked to 1e-6.
     assert report.leaf("dense_0/b").verdict in ("good", "acceptable")
-    assert max(row.max_rel_error for row in report.rows) < 1e-6
+    assert max(row.max_rel_error for row in report.rows if row.name != "dense_0/b") < 1e-6
+
     assert "passed" in str(report)
 
 

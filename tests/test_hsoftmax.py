@@ -612,8 +612,8 @@ def _fit(model, state, step, x, y, epochs, batch_size=128):
 
 
 def test_head_trains_close_to_softmax_on_many_classes(key):
-    c, dim = 10_000, 32
-    ds = data.make_many_classes(c, dim, 6000, seed=0)
+    c, dim = 3000, 32
+    ds = data.make_many_classes(c, dim, 4000, seed=0)
     x, y, xt, yt = (jnp.asarray(a) for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
     body = [nn.Dense(64), nn.Relu()]
     opt = optim.adam(1e-2)
