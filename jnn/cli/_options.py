@@ -218,7 +218,8 @@ def _ensembles(p):
         "--shuffle",
         choices=("shared", "per_member"),
         default=S,
-        help="members see the same minibatches (shared) or each its own shuffle",
+        help="each member its own minibatch order (per_member, the default: more diverse "
+        "members) or all the same minibatches (shared)",
     )
     g.add_argument(
         "--bootstrap",

@@ -97,7 +97,7 @@ class RunConfig:
     seed: int = 0
     # ensembles
     ensemble: int = 1
-    shuffle: str = "shared"
+    shuffle: str = "per_member"
     bootstrap: bool = False
     snapshots: int = 0
     ema: float | None = None

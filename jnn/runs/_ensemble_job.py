@@ -193,7 +193,7 @@ def finish(config, setup, folder, result, clock):
     """Evaluates members and ensemble, writes the plots; returns ``(summary, plots, tables)``."""
     import jnn.ensemble
     import jnn.monitor
-    from jnn.runs._train_job import ACTIVATION_SAMPLE, _diagnostics, _ended
+    from jnn.runs._train_job import ACTIVATION_SAMPLE, run_summary
 
     model, ds = setup.model, setup.ds
     main, extra = _evaluations(model, result, ds)
@@ -206,13 +206,7 @@ def finish(config, setup, folder, result, clock):
     clock.lap("evaluate")
     history = result.history
     summary = {
-        "test_accuracy": main["accuracy"],
-        "test_loss": main["nll"],
-        "epochs_run": len(history),
-        "stopped": result.stopped,
-        "message": result.message,
-        "ended": _ended(result.stopped, result.message),
-        "diagnostics": _diagnostics(setup, history, stats, result.stopped, result.message),
+        **run_summary(setup, result, stats, main["accuracy"], main["nll"]),
         "ensemble": {k: v for k, v in main.items() if k != "members"},
         "members": rows,
         **{

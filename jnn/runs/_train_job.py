@@ -203,7 +203,21 @@ def _diagnostics(setup, history, stats, stopped, message):
     return diagnostics
 
 
+def run_summary(setup, result, stats, test_accuracy, test_loss) -> dict:
+    """The summary keys every run has: test figures, epochs, how it ended, diagnostics."""
+    return {
+        "test_accuracy": test_accuracy,
+        "test_loss": test_loss,
+        "epochs_run": len(result.history),
+        "stopped": result.stopped,
+        "message": result.message,
+        "ended": _ended(result.stopped, result.message),
+        "diagnostics": _diagnostics(setup, result.history, stats, result.stopped, result.message),
+    }
+
+
 def _finish_single(config, setup, folder, result, clock):
+
     import jnn.monitor
     import jnn.train
 
@@ -216,13 +230,7 @@ def _finish_single(config, setup, folder, result, clock):
     clock.lap("evaluate")
     history = result.history
     summary = {
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
-        "epochs_run": len(history),
-        "stopped": result.stopped,
-        "message": result.message,
-        "ended": _ended(result.stopped, result.message),
-        "diagnostics": _diagnostics(setup, history, stats, result.stopped, result.message),
+        **run_summary(setup, result, stats, test["accuracy"], test["loss"]),
         "activation_stats": {
             name: {k: v for k, v in row.items() if k not in ("hist", "edges")}
             for name, row in stats.items()
