@@ -262,7 +262,6 @@ def jnn_fit_epoch(k, sweep=False):
     rates = np.geomspace(LR / 10, LR * 10, k) if sweep and k > 1 else [LR] * k
     hp = {"learning_rate": [float(r) for r in rates]}
 
-
     def run(n_epochs):
         res = ensemble.fit(
             model,
@@ -277,7 +276,6 @@ def jnn_fit_epoch(k, sweep=False):
         )
         steady = [r["seconds"] for r in res.history[1:]]
         return statistics.median(steady), len(ds.x_train) // BATCH, res.timings["compile"]
-
 
     return run
 
@@ -324,7 +322,6 @@ def speed(repeats, markdown=None):
     peak = matmul_peak()
     table, compiles = {}, {}
     for k in (1, 4, 16, 64):
-
         runs = {name: build(k) for name, build in contenders.items()}
         rates = {name: [] for name in runs}
         for _ in range(repeats):  # interleaved: load from elsewhere hits all alike
@@ -363,8 +360,7 @@ def speed(repeats, markdown=None):
     lines.append(
         "| jnn fit, K rates / K seeds | "
         + " | ".join(
-            f"{table[k]['jnn ensemble.fit, K learning rates'] / table[k][fit]:.2f}×"
-            for k in table
+            f"{table[k]['jnn ensemble.fit, K learning rates'] / table[k][fit]:.2f}×" for k in table
         )
         + " |"
     )
@@ -388,7 +384,6 @@ def speed(repeats, markdown=None):
         + " |"
     )
     _emit(lines, markdown)
-
 
 
 def _emit(lines, markdown):
