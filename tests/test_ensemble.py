@@ -194,7 +194,27 @@ def test_inject_hyperparams_optimizers_take_per_member_values(digits, inject):
         )
 
 
+@pytest.mark.parametrize("kind", ["factory", "injected"])
+def test_history_records_each_members_learning_rate(digits, kind):
+    import optax
+
+    lrs = [1e-3, 3e-2, 0.25]
+    opt = optim.adam if kind == "factory" else optax.inject_hyperparams(optax.sgd)(0.1)
+    with jax.numpy_dtype_promotion("standard"):
+        result = _ens_fit(
+            digits,
+            epochs=1,
+            optimizer=opt,
+            keys=jax.random.split(jax.random.key(4), 3),
+            hyperparams={"learning_rate": lrs},
+        )
+    got = [row["learning_rate"] for row in result.history[-1]["members"]]
+    np.testing.assert_allclose(got, lrs, rtol=1e-6)
+    assert result.history[-1]["learning_rate"] == pytest.approx(np.mean(lrs), rel=1e-6)
+
+
 def test_per_member_l2_and_dropout_equal_single_runs(digits):
+
     model = nn.Serial(nn.Dense(32), nn.Relu(), nn.Dropout(0.5), nn.Dense(10))
     hp = {"l2": [0.0, 0.1], "dropout": [0.1, 0.6]}
     keys, step_key = jax.random.split(jax.random.key(3)), jax.random.key(7)

@@ -242,6 +242,12 @@ def _layer_means(per_member: dict, alive) -> dict:
     return {name: _alive_mean(list(v), alive) for name, v in per_member.items()}
 
 
+@jax.jit
+def _epoch_keys(run_keys, epoch):
+    """Each member's key of epoch ``e``: ``fold_in(run_k, e)`` (one compiled call)."""
+    return jax.vmap(jax.random.fold_in, in_axes=(0, None))(run_keys, epoch)
+
+
 class _Ensemble:
     """The training mode of K vmapped members (see the module docstring)."""
 
@@ -264,7 +270,8 @@ class _Ensemble:
 
     def run_epoch(self, carry, epoch, _key):
         t0, compiling = time.perf_counter(), self.timings["compile"]
-        keys = jax.vmap(lambda k: jax.random.fold_in(k, epoch))(self.run_keys)
+        keys = _epoch_keys(self.run_keys, epoch)
+
         guard = bool(jnp.any(carry.bad >= 0))
         (state, bad), summary, val = self._run(guard, carry, keys)
         if not guard and not bool(jnp.all(summary["finite"])):
@@ -292,10 +299,8 @@ class _Ensemble:
     def record(self, epoch, state, summary, val, bad):
         step = int(_sharding.host(state.step)[0])
         alive = bad < 0
-        lrs = [
-            recorded_learning_rate(lr, member(state.opt_state, k), step)
-            for k, lr in enumerate(self.learning_rates)
-        ]
+        lrs = self._recorded_rates(state.opt_state, step)
+
         rows = _member_rows(summary, val, bad, lrs)
         accs = [
             (r["val_acc"] if val else r["train_acc"], r["member"])
@@ -318,8 +323,25 @@ class _Ensemble:
             "members": rows,
         }
 
+    def _recorded_rates(self, opt_state, step) -> list:
+        """Each member's learning rate of the last update; an injected ``learning_rate`` is
+        read from the stacked optimizer state once (one transfer, not K slices)."""
+        injected = [None] * len(self.learning_rates)
+        if any(lr is None for lr in self.learning_rates):
+            try:
+                stacked = optax.tree_utils.tree_get(opt_state, "learning_rate")
+            except (KeyError, ValueError, AttributeError):
+                stacked = None
+            if stacked is not None:
+                injected = np.asarray(_sharding.host(stacked), np.float64).reshape(-1).tolist()
+        return [
+            injected[k] if lr is None else recorded_learning_rate(lr, None, step)
+            for k, lr in enumerate(self.learning_rates)
+        ]
+
     @staticmethod
     def score(record):
+
         return record["val_acc"]
 
 
@@ -352,8 +374,11 @@ def _check_options(shuffle, bootstrap, snapshots, epochs) -> str:
     return shuffle
 
 
-def _per_member(learning_rate, k) -> list:
-    """The history's learning rate rule per member: one for all, or a list of ``K``."""
+def _per_member(learning_rate, k, hp) -> list:
+    """The history's learning rate rule per member: one for all, a list of ``K``, or (when
+    ``None``) the members' ``learning_rate`` hyperparameters, if given."""
+    if learning_rate is None and "learning_rate" in hp:
+        return np.asarray(hp["learning_rate"], np.float64).reshape(-1).tolist()
     return list(learning_rate) if isinstance(learning_rate, (list, tuple)) else [learning_rate] * k
 
 
@@ -455,7 +480,10 @@ def fit(
         compiled program, so a new sweep reuses it.
       shuffle: ``"shared"`` (member 0's minibatch order for all) or ``"per_member"``.
       bootstrap: each member trains on its own bootstrap resample (implies per-member order).
-      learning_rate: for the history: one float/schedule for all, or a list of K.
+      learning_rate: for the history: one float/schedule for all, or a list of K. Default:
+        each member's ``learning_rate`` hyperparameter (the value its factory was given), else
+        an injected ``learning_rate`` read from the optimizer state, else ``None``.
+
       ema: keep a debiased EMA of each member's params with this decay.
       snapshots: keep the state at the end of each of this many equal cycles of epochs.
       member_chunk: train (and validate) this many members at a time.
@@ -503,7 +531,7 @@ def fit(
         put(val_data) if val_data else None,
         run_keys,
         _extra(hp, bootstrap, init_keys, len(x)),
-        _per_member(learning_rate, member_keys.shape[0]),
+        _per_member(learning_rate, member_keys.shape[0], hp),
         snapshots,
         epochs,
     )
