@@ -42,9 +42,18 @@ def _mapped(model, loss, optimizer, options, per_member_batch, member_chunk):
     )
 
 
+def _keyed(mapped):
+    """``(state, batch, key, hp) -> (state, metrics)``: the member keys are split inside the
+    (compiled) step, so a call dispatches one program and nothing else."""
+    return lambda state, batch, key, hp: mapped(
+        state, batch, member_keys(key, num_members_of(state)), hp
+    )
+
+
 @_memo.cached
 def _core(model, loss, optimizer, options, per_member_batch, member_chunk, donate, layout=None):
-    mapped = _mapped(model, loss, optimizer, options, per_member_batch, member_chunk)
+    mapped = _keyed(_mapped(model, loss, optimizer, options, per_member_batch, member_chunk))
+
     if layout is not None:  # pinned outside the vmap, on the stacked arrays
         mapped = _sharding.constrained(mapped, layout)
     jitted = jax.jit(mapped, donate_argnums=0 if donate else ())
@@ -102,13 +111,14 @@ def make_step(
     if jit:
         core = _core(*ingredients, donate, *placed)
     else:
-        core = _mapped(*ingredients)
+        core = _keyed(_mapped(*ingredients))
+
         core = core if layout is None else _sharding.constrained(core, layout)
 
     def step(state, batch, key):
         k = num_members_of(state)
         if hp and _hparams.num_members(hp) != k:
             raise ValueError(f"hyperparams hold {_hparams.num_members(hp)} members, state {k}")
-        return core(state, batch, member_keys(key, k), hp)
+        return core(state, batch, key, hp)
 
     return step
