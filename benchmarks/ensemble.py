@@ -27,7 +27,7 @@ import optax
 SIZES = (64, 128, 128, 10)
 BATCH = 128
 LR = 1e-3
-STEPS = 40  # steps per timed block
+STEPS = 25  # fewest steps per timed block
 
 
 def machine() -> str:
@@ -280,14 +280,19 @@ def jnn_fit_epoch(k, sweep=False):
     return run
 
 
+def _steps(k):
+    """Steps per timed block: at least ~0.2 s of work at every K."""
+    return max(STEPS, 320 // k)
+
+
 def _rate(run, k, repeats):
     run(3)  # warm-up (compile)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        run(STEPS)
+        run(_steps(k))
         times.append(time.perf_counter() - t0)
-    return k * STEPS / statistics.median(times)
+    return k * _steps(k) / statistics.median(times)
 
 
 def matmul_peak():
@@ -328,9 +333,11 @@ def speed(repeats, markdown=None):
             for name, run in runs.items():
                 rates[name].append(_rate(run, k, 1))
         table[k] = {name: statistics.median(r) for name, r in rates.items()}
-        epoch_seconds, steps, compiles[k] = jnn_fit_epoch(k)(3)
+        epochs = max(3, 40 // k)  # 11 steps each: enough epochs for a stable median
+        epoch_seconds, steps, compiles[k] = jnn_fit_epoch(k)(epochs)
         table[k]["jnn ensemble.fit (scanned epoch)"] = k * steps / epoch_seconds
-        epoch_seconds, steps, _ = jnn_fit_epoch(k, sweep=True)(3)
+        epoch_seconds, steps, _ = jnn_fit_epoch(k, sweep=True)(epochs)
+
         table[k]["jnn ensemble.fit, K learning rates"] = k * steps / epoch_seconds
 
         print(k, {n: f"{v:,.0f}" for n, v in table[k].items()}, flush=True)
