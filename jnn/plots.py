@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import Affine2D
 
 from jnn import _tree, metrics
 from jnn.monitor import RATIO_TARGET
@@ -249,21 +250,41 @@ def _tiles(w, image_shape):
     )
 
 
-def _draw_tile(ax, tile, as_image):
+def _draw_tile(ax, tile, as_image, col, row):
+    """Draws ``tile`` into the unit cell ``[col, col+1] x [row, row+1]`` of one shared axes
+    (one axes for every tile: 64 axes would cost ~1 s to lay out). An image keeps its pixels
+    (an ``AxesImage`` with an extent); a line keeps its data (a ``Line2D`` whose transform
+    places it in the cell)."""
     scale = float(np.abs(tile).max()) or 1.0
+    x0, y0 = col + 0.05, row + 0.05
     if as_image:
-        ax.imshow(tile, cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
-        ax.set_axis_off()
-    else:
-        ax.axhline(0.0, color="0.7", linewidth=0.5)
-        ax.plot(np.arange(len(tile)), tile, linewidth=1.0, marker="o", markersize=2, gid="weights")
-        ax.set_ylim(-1.05 * scale, 1.05 * scale)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.imshow(
+            tile,
+            cmap="RdBu_r",
+            vmin=-scale,
+            vmax=scale,
+            interpolation="nearest",
+            extent=(x0, x0 + 0.9, y0 + 0.9, y0),
+            aspect="auto",
+        )
+        return
+    width = max(len(tile) - 1, 1)
+    place = Affine2D().scale(0.9 / width, -0.42 / scale).translate(x0, row + 0.5) + ax.transData
+    ax.plot([0, width], [0.0, 0.0], color="0.7", linewidth=0.5, transform=place)
+    ax.plot(
+        np.arange(len(tile)),
+        tile,
+        linewidth=1.0,
+        marker="o",
+        markersize=2,
+        color="C0",
+        gid="weights",
+        transform=place,
+    )
 
 
 def first_layer_figure(params, image_shape=None, max_units=64, leaf=None) -> Figure:
-    """The first layer's weights, one small panel per output unit (at most ``max_units``).
+    """The first layer's weights, one small tile per output unit (at most ``max_units``).
 
     The layer is the first weight leaf of ``params`` in ``jnn._tree.weight_leaves`` order
     (the params' flattening order: ``conv_0/w`` or ``dense_0/w`` of a ``Serial``), or
@@ -294,11 +315,11 @@ def first_layer_figure(params, image_shape=None, max_units=64, leaf=None) -> Fig
     cols = max(1, math.ceil(math.sqrt(len(tiles))))
     rows = max(1, math.ceil(len(tiles) / cols))
     fig = _figure(1.2 * cols, 1.2 * rows + 0.4)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax, tile in zip(axes, tiles, strict=False):
-        _draw_tile(ax, tile, as_image)
-    for ax in axes[len(tiles) :]:
-        ax.set_axis_off()
+    ax = fig.add_subplot()
+    for i, tile in enumerate(tiles):
+        _draw_tile(ax, tile, as_image, i % cols, i // cols)
+    ax.set(xlim=(0, cols), ylim=(rows, 0))
+    ax.set_axis_off()
     fig.suptitle(f"First-layer weights ({name})")
     return fig
 

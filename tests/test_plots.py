@@ -219,11 +219,12 @@ def test_activation_figure_draws_each_layers_histogram():
 
 
 def _images(fig):
-    return [np.asarray(ax.images[0].get_array()) for ax in fig.axes if ax.images]
+    return [np.asarray(image.get_array()) for ax in fig.axes for image in ax.images]
 
 
 def _weight_lines(fig):
-    return [_line(ax, "weights").get_ydata() for ax in fig.axes if ax.get_lines()]
+    lines = [line for ax in fig.axes for line in ax.get_lines()]
+    return [line.get_ydata() for line in lines if line.get_gid() == "weights"]
 
 
 def test_first_layer_dense_columns_as_images_or_lines():
