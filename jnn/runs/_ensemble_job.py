@@ -65,8 +65,10 @@ def fit(config: RunConfig, setup, folder, resume: bool, echo, callbacks):
     import jax.numpy as jnp
 
     import jnn.ensemble
+    from jnn.runs._train_job import loop_options, on_host
 
     hp = member_hyperparams(config)
+
     dropout = max(config.dropout) if "dropout" in config.sweep else None
     model = _builders.build_model(
         config, setup.ds.num_classes, setup.ds.input_shape, dropout=dropout, tree=setup.tree
@@ -89,17 +91,9 @@ def fit(config: RunConfig, setup, folder, resume: bool, echo, callbacks):
         learning_rate=schedules,
         ema=config.ema,
         snapshots=config.snapshots,
-        checkpoint_dir=folder.checkpoint_dir,
-        checkpoint_every=config.checkpoint_every,
-        checkpoint_seconds=config.checkpoint_seconds,
-        resume=resume,
-        patience=config.patience,
-        progress=config.progress,
         on_epoch=lambda r: on_epoch(r, _epoch_line(r, config.epochs)),
-        on_start=on_start,
-        mesh=setup.mesh,
+        **loop_options(config, setup, folder, resume, on_start),
     )
-    from jnn.runs._train_job import on_host
 
     states = {k: on_host(getattr(result, k)) for k in ("state", "snapshot_state", "ema_state")}
     return setup._replace(model=model), result._replace(**states)

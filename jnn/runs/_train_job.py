@@ -128,7 +128,23 @@ def _above_bar(echo, line):
         echo(line)
 
 
+def loop_options(config: RunConfig, setup: Setup, folder: RunFolder, resume, on_start) -> dict:
+    """The epoch loop's keywords every run passes to ``fit``: checkpoints in the run folder,
+    resume, early stopping, progress, the mesh."""
+    return dict(
+        checkpoint_dir=folder.checkpoint_dir,
+        checkpoint_every=config.checkpoint_every,
+        checkpoint_seconds=config.checkpoint_seconds,
+        resume=resume,
+        patience=config.patience,
+        progress=config.progress,
+        on_start=on_start,
+        mesh=setup.mesh,
+    )
+
+
 def _fit_single(config: RunConfig, setup: Setup, folder: RunFolder, resume, echo):
+
     import jax
     import jax.numpy as jnp
 
@@ -148,16 +164,10 @@ def _fit_single(config: RunConfig, setup: Setup, folder: RunFolder, resume, echo
         dtype=jnp.dtype(config.dtype),
         step_options=_step_options(config, schedule),
         learning_rate=schedule,
-        checkpoint_dir=folder.checkpoint_dir,
-        checkpoint_every=config.checkpoint_every,
-        checkpoint_seconds=config.checkpoint_seconds,
-        resume=resume,
-        patience=config.patience,
-        progress=config.progress,
         on_epoch=on_epoch,
-        on_start=on_start,
-        mesh=setup.mesh,
+        **loop_options(config, setup, folder, resume, on_start),
     )
+
     return result._replace(state=on_host(result.state))
 
 
