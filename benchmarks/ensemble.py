@@ -28,6 +28,7 @@ SIZES = (64, 128, 128, 10)
 BATCH = 128
 LR = 1e-3
 STEPS = 25  # fewest steps per timed block
+PAUSE = 0.5  # seconds between timed blocks (see speed())
 
 
 def machine() -> str:
@@ -329,11 +330,17 @@ def speed(repeats, markdown=None):
     for k in (1, 4, 16, 64):
         runs = {name: build(k) for name, build in contenders.items()}
         rates = {name: [] for name in runs}
-        for _ in range(repeats):  # interleaved: load from elsewhere hits all alike
-            for name, run in runs.items():
-                rates[name].append(_rate(run, k, 1))
+        names = list(runs)
+        for r in range(repeats):  # interleaved: load from elsewhere hits all alike
+            # Rotated, with a pause: PyTorch's worker threads keep spinning for a while after
+            # its block and would slow whichever contender always came next.
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                time.sleep(PAUSE)
+                rates[name].append(_rate(runs[name], k, 1))
         table[k] = {name: statistics.median(r) for name, r in rates.items()}
+        time.sleep(PAUSE)
         epochs = max(3, 40 // k)  # 11 steps each: enough epochs for a stable median
+
         epoch_seconds, steps, compiles[k] = jnn_fit_epoch(k)(epochs)
         table[k]["jnn ensemble.fit (scanned epoch)"] = k * steps / epoch_seconds
         epoch_seconds, steps, _ = jnn_fit_epoch(k, sweep=True)(epochs)
