@@ -27,6 +27,8 @@ import subprocess
 import sys
 import time
 
+from _machine import cpu_name, load_average
+
 MODELS = ("mnist1d-cnn", "mlp-784-512-512-10")
 
 
@@ -105,19 +107,8 @@ def _run_child(name, count, args) -> dict:
 
 
 def machine() -> str:
-    """The CPU as ``lscpu`` names it, the cores, and the load when the benchmark started."""
-    fields = {}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        fields = dict(
-            (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in out.splitlines())
-        )
-    except OSError:
-        pass
-    return (
-        f"{fields.get('Model name', 'unknown CPU')}, {fields.get('CPU(s)', os.cpu_count())} "
-        f"CPU(s); load average {os.getloadavg()[0]:.1f} at start"
-    )
+    """The CPU, the cores, and the load when the benchmark started."""
+    return f"{cpu_name()}, {os.cpu_count()} CPU(s); {load_average()}"
 
 
 def table(rows) -> str:

@@ -14,15 +14,15 @@ PyTorch is optional (``pip install '.[bench]'``): without it its rows are skippe
 from __future__ import annotations
 
 import argparse
-import platform
+import os
 import statistics
-import subprocess
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _machine import cpu_name, emit, load_average
 
 SIZES = (64, 128, 128, 10)
 BATCH = 128
@@ -32,18 +32,7 @@ PAUSE = 0.5  # seconds between timed blocks (see speed())
 
 
 def machine() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next(
-            line.split(":", 1)[1].strip()
-            for line in lscpu.splitlines()
-            if line.startswith("Model name")
-        )
-    except Exception:  # noqa: BLE001
-        model = platform.processor() or "unknown CPU"
-    import os
-
-    return f"{model}, {os.cpu_count()} cores, jax {jax.__version__}"
+    return f"{cpu_name()}, {os.cpu_count()} cores, jax {jax.__version__}; {load_average()}"
 
 
 # ----------------------------------------------------------------------------- results
@@ -117,7 +106,7 @@ def results(seeds, markdown=None):
         "",
         f"ensemble (diverged member excluded): {100 * sweep['test_accuracy']:.2f}%",
     ]
-    _emit(lines, markdown)
+    emit(lines, markdown)
 
 
 # ----------------------------------------------------------------------------- speed
@@ -397,15 +386,7 @@ def speed(repeats, markdown=None):
         + " | ".join(f"{compiles[k]:.2f}" for k in table)
         + " |"
     )
-    _emit(lines, markdown)
-
-
-def _emit(lines, markdown):
-    text = "\n".join(lines)
-    print(text)
-    if markdown:
-        with open(markdown, "a") as f:
-            f.write(text + "\n")
+    emit(lines, markdown)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,12 @@ after a compiling run). Bugs are planted with jax.custom_vjp.
 
 import argparse
 import os
-import platform
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _machine import cpu_name
 from sklearn.datasets import load_digits
 
 from jnn import gradcheck
@@ -222,7 +222,7 @@ def main():
                 verdicts[bug, name] = "missed" if passed else "caught"
         say(BUG_NAMES[bug], [verdicts[bug, n] for n in checkers])
 
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_name()
     lines = [
         f"Model: 64-128-128-10 ReLU MLP, {n_params:,} parameters, {args.examples} digits, "
         "softmax cross-entropy + L2 1e-3 (BatchNorm after dense_0 in the BatchNorm row).",

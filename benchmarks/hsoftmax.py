@@ -36,6 +36,8 @@ import subprocess
 import sys
 import time
 
+from _machine import cpu_name, load_average
+
 D, BATCH, LR = 256, 256, 0.1
 _ENV = "MALLOC_MMAP_THRESHOLD_"
 
@@ -342,18 +344,11 @@ def machine() -> str:
     import optax
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
     return (
-        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python "
+        f"{cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python "
         f"{platform.python_version()}, jax {jax.__version__} ({jax.default_backend()}), optax "
         f"{optax.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads); "
-        f"load average at start {os.getloadavg()[0]:.1f}"
+        f"{load_average()}"
     )
 
 

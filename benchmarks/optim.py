@@ -14,7 +14,6 @@ of them are full-size loops over the parameters.
 """
 
 import argparse
-import platform
 import re
 import statistics
 import time
@@ -22,6 +21,7 @@ import time
 import jax
 import jax.numpy as jnp
 import optax
+from _machine import cpu_name
 
 import jnn.optim as jo
 
@@ -119,7 +119,7 @@ def main(argv=None):
     parser.add_argument("--only", nargs="*", help="optimizer rows to run (default: all)")
     args = parser.parse_args(argv)
 
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_name()
     print(
         f"jax {jax.__version__}, optax {optax.__version__}, {cpu}, "
         f"{jax.devices()[0].device_kind}, {jax.local_device_count()} device(s)\n"

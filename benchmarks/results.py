@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu_name, load_average
+
 # (name, jnn train options, goal, published accuracy)
 RUNS = [
     ("digits MLP (default `jnn train`)", [], 0.97, None),
@@ -36,21 +38,13 @@ PUBLISHED = "logistic regression 32%, MLP 68%, CNN 94%, GRU 91%, human expert 96
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     import jax
 
     return (
         f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}, jax {jax.__version__} "
-        f"({jax.default_backend()}); load average at start "
-        f"{os.getloadavg()[0]:.1f}"
+        f"({jax.default_backend()}); {load_average()}"
     )
 
 

@@ -148,10 +148,10 @@ def measure(name, repeats):
 
 
 def main(repeats, markdown):
-    from benchmarks.ensemble import machine  # noqa: PLC0415 (same machine line everywhere)
+    from _machine import cpu_name, emit, load_average  # noqa: PLC0415 (benchmarks/ on the path)
 
     lines = [
-        f"Machine: {machine()}.",
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores; {load_average()}.",
         "",
         "| run | jnn cold | jnn warm | PyTorch eager | warm / PyTorch | cold / PyTorch |"
         " jnn warm timings (s) |",
@@ -165,15 +165,10 @@ def main(repeats, markdown):
             f" | {ww / tw:.2f}× | {cw / tw:.2f}× | {parts} |"
         )
         print(lines[-1], flush=True)
-    text = "\n".join(lines)
-    print(text)
-    if markdown:
-        with open(markdown, "a") as f:
-            f.write(text + "\n")
+    emit(lines, markdown)
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--markdown")

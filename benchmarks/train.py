@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _machine import cpu_name
 
 SIZES = (784, 512, 512, 10)
 BATCH = 128
@@ -259,13 +260,7 @@ REFERENCE = "jnn.train fit-style lax.scan of 16 steps (donated)"
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+    cpu = cpu_name()
     versions = f"jax {jax.__version__}, optax {optax.__version__}"
     try:
         import flax

@@ -387,6 +387,7 @@ def check_gradients(
       ``CheckResult("gradients", ok, measured=max relative error, expected, message)`` with
       the :class:`jnn.gradcheck.GradCheckReport` in ``details``.
     """
+    # Long only by its docstring and keywords; the body is warm-up, then jnn.gradcheck.
     x, y = batch = (jnp.asarray(x)[:n], jnp.asarray(y)[:n])
     init_key, drop_key, step_key = jax.random.split(key, 3)
     if warmup_steps > 0:
@@ -467,6 +468,7 @@ def run_all(
     Returns:
       A :class:`SanityReport` (``.ok``, ``.checks``, ``str(report)``).
     """
+    # One narrated sequence: the four checks in order, each call spelling its keywords.
     k_init, k_overfit, k_grad = jax.random.split(key, 3)
     xs, ys = jnp.asarray(x)[:n], jnp.asarray(y)[:n]
     params, model_state = _fresh(model, k_init, xs.shape)

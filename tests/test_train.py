@@ -194,13 +194,13 @@ _SGD = optim.sgd(0.05)
 
 def _fit(ds, **kw):
     kw.setdefault("epochs", 3)
+    kw.setdefault("key", jax.random.key(7))
     return train.fit(
         _MLP,
         losses.softmax_cross_entropy,
         _ADAM,
         (ds.x_train, ds.y_train),
         batch_size=64,
-        key=jax.random.key(7),
         val_data=(ds.x_val, ds.y_val),
         progress=False,
         **kw,
@@ -407,18 +407,9 @@ def test_recorded_learning_rate_is_the_schedule_at_the_last_update(digits):
 
 def test_fit_accepts_raw_keys_and_gives_the_typed_key_result(digits):
     a = _fit(digits, epochs=1)
-    b = train.fit(
-        _MLP,
-        losses.softmax_cross_entropy,
-        _ADAM,
-        (digits.x_train, digits.y_train),
-        epochs=1,
-        batch_size=64,
-        key=jax.random.PRNGKey(7),
-        val_data=(digits.x_val, digits.y_val),
-        progress=False,
-    )
+    b = _fit(digits, epochs=1, key=jax.random.PRNGKey(7))
     chex.assert_trees_all_equal(a.state, b.state)
+
     state = train.init(_MLP, _ADAM, jax.random.PRNGKey(0), (8, 64))
     chex.assert_trees_all_equal(state, train.init(_MLP, _ADAM, jax.random.key(0), (8, 64)))
     step = train.make_step(_MLP, losses.softmax_cross_entropy, _ADAM, donate=False)

@@ -126,6 +126,7 @@ def make_many_classes(
       A ``jnn.data.Dataset`` named ``"many-classes"`` (float32 ``(N, dim)`` features, int32
       labels, ``input_shape=(dim,)``, ``image_shape=(dim, 1)``).
     """
+    # Long only by its docstring (the generating process); the body is its steps.
     num_classes = _check_int("make_many_classes", "num_classes", num_classes, 2)
     dim = _check_int("make_many_classes", "dim", dim, 1)
     num_examples = _check_int("make_many_classes", "num_examples", num_examples, 3)

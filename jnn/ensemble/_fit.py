@@ -41,7 +41,14 @@ from jnn.ensemble._members import map_members
 from jnn.ensemble._state import init, member
 from jnn.ensemble._step import member_step
 from jnn.train import _averages, _epoch, _loop, _sharding
-from jnn.train._fit import _checked_data, _normalized, _take, recorded_learning_rate, resident
+from jnn.train._fit import (
+    _checked_data,
+    _normalized,
+    _take,
+    injected_learning_rate,
+    recorded_learning_rate,
+    resident,
+)
 from jnn.train._state import TrainState, cast_inputs
 
 __all__ = ["EnsembleCarry", "EnsembleFitResult", "fit"]
@@ -328,10 +335,7 @@ class _Ensemble:
         read from the stacked optimizer state once (one transfer, not K slices)."""
         injected = [None] * len(self.learning_rates)
         if any(lr is None for lr in self.learning_rates):
-            try:
-                stacked = optax.tree_utils.tree_get(opt_state, "learning_rate")
-            except (KeyError, ValueError, AttributeError):
-                stacked = None
+            stacked = injected_learning_rate(opt_state)
             if stacked is not None:
                 injected = np.asarray(_sharding.host(stacked), np.float64).reshape(-1).tolist()
         return [
@@ -497,6 +501,8 @@ def fit(
     Returns:
       :class:`EnsembleFitResult`.
     """
+    # One narrated sequence: keys and options, the layout, the initial carry, the data, the
+    # compiled mode, then the epoch loop every training mode shares (one argument per line).
     member_keys = as_keys(keys)
     hp = _hparams.as_hyperparams(hyperparams, member_keys.shape[0])
     shuffle = _check_options(shuffle, bootstrap, snapshots, epochs)

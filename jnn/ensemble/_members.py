@@ -21,7 +21,7 @@ def map_members(fn, in_axes, chunk: int | None = None):
       The mapped function.
     """
     if chunk is None:
-        return _vmapped(fn, in_axes)
+        return jax.vmap(fn, in_axes=in_axes)
 
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"member_chunk must be a positive int or None, got {chunk!r}")
@@ -35,24 +35,6 @@ def map_members(fn, in_axes, chunk: int | None = None):
             return fn(*full)
 
         return jax.lax.map(one, mapped_args, batch_size=chunk)
-
-    return mapped
-
-
-def _vmapped(fn, in_axes):
-    """``jax.vmap(fn, in_axes)``; one member runs unbatched (squeezed, then re-stacked), so
-    its matmuls are plain dots rather than XLA's slower batched dots of batch size 1."""
-    batched = jax.vmap(fn, in_axes=in_axes)
-
-    def mapped(*args):
-        members = [a for a, ax in zip(args, in_axes, strict=True) if ax is not None]
-        if num_members_of(members) != 1:
-            return batched(*args)
-        squeezed = [
-            a if ax is None else jax.tree.map(lambda x: x[0], a)
-            for a, ax in zip(args, in_axes, strict=True)
-        ]
-        return jax.tree.map(lambda x: x[None], fn(*squeezed))
 
     return mapped
 

@@ -52,15 +52,22 @@ def floats(tree):
     return jax.tree.map(convert, jax.device_get(tree))
 
 
+def injected_learning_rate(opt_state):
+    """The ``learning_rate`` hyperparameter of an ``inject_hyperparams`` state (an array;
+    stacked for an ensemble), or ``None`` if the state has none."""
+    try:
+        return optax.tree_utils.tree_get(opt_state, "learning_rate")
+    except (KeyError, ValueError, AttributeError):
+        return None
+
+
 def recorded_learning_rate(learning_rate, opt_state, step: int):
     """The learning rate of the last update: ``schedule(step - 1)``, a constant, or the
     ``learning_rate`` hyperparameter of an ``inject_hyperparams`` state; ``None`` if unknown."""
     if learning_rate is None:
-        try:
-            lr = optax.tree_utils.tree_get(opt_state, "learning_rate")
-        except (KeyError, ValueError, AttributeError):
-            return None
+        lr = injected_learning_rate(opt_state)
         return None if lr is None else float(np.asarray(lr))
+
     if callable(learning_rate):
         return float(learning_rate(max(step - 1, 0)))
     return float(learning_rate)
@@ -337,6 +344,7 @@ def fit(
       ``state`` is the last finite state (its ``step`` is that step), and no checkpoint of a
       non-finite state is written.
     """
+    # Long only by its docstring (the key rule and every option); the body is named steps.
     _check_fit_options(epochs, patience, val_data, checkpoint_every, checkpoint_seconds)
     layout = _sharding.as_layout(mesh, fsdp=fsdp)
     if layout is not None:

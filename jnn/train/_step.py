@@ -175,6 +175,7 @@ def make_step(
       ``"grad_norm"`` / ``"update_ratio"`` dicts keyed by parameter path, e.g. ``"dense_0/w"``;
       gradient norms are taken before clipping.
     """
+    # Long only by its docstring; the body picks the step variant and wraps it.
     _check_coefficient("l1", l1)
     _check_coefficient("l2", l2)
     if clip_norm is not None and not clip_norm > 0:
