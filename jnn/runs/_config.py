@@ -106,6 +106,7 @@ class RunConfig:
     coordinator: str | None = None
     num_processes: int | None = None
     process_id: int | None = None
+    coordinator_timeout: float = 60.0
     # output
     out: str | None = None
     checkpoint_every: int | None = None
@@ -287,6 +288,7 @@ RUN_DEFINING = tuple(
         "coordinator",
         "num_processes",
         "process_id",
+        "coordinator_timeout",
     )
 )
 

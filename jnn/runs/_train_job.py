@@ -34,7 +34,7 @@ def join_processes(config: RunConfig) -> None:
 
     options = (config.coordinator, config.num_processes, config.process_id)
     if any(v is not None for v in options) or os.environ.get(dist.ENV["coordinator"]):
-        dist.initialize(*options)
+        dist.initialize(*options, timeout=config.coordinator_timeout)
 
 
 def _imports(config: RunConfig, clock) -> None:
@@ -277,7 +277,7 @@ def _write_out(config, folder, summary, plots, tables, result, clock):
     folder.write_summary(summary)
 
 
-def run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock):
+def run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock, claim=None):
     """Trains and writes the run folder (see :func:`jnn.runs.train_run`); a float64 run
     runs inside ``jax.enable_x64`` (the process's setting is left as it was)."""
     import contextlib
@@ -292,18 +292,21 @@ def run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock):
 
     x64 = jax.enable_x64(True) if config.dtype == "float64" else contextlib.nullcontext()
     with x64:
-        return _run(config, folder, resume, echo, clock)
+        return _run(config, folder, resume, echo, clock, claim)
 
 
 def _silent(*_) -> None:
     """The console of processes other than 0 in a multi-process run."""
 
 
-def _run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock):
+def _run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock, claim=None):
     from jnn.runs._job import RunOutcome
 
     setup = _setup(config, clock)
-    folder.create()
+    if claim is not None:
+        claim(echo)
+    else:
+        folder.create()
     folder.save_config(config)
     echo(_header(config, setup, folder))
     if config.num_members > 1:

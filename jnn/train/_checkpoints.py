@@ -125,6 +125,18 @@ def _quiet_absl():
     logging.getLogger("absl").setLevel(logging.ERROR)
 
 
+def _check_folder(directory: str) -> None:
+    """Raises ``ValueError`` (before anything is trained or created) unless ``directory`` is a
+    folder, or can be made one, that this process may write."""
+    probe = Path(directory)
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"checkpoint_dir {directory!r} is not a folder ({str(probe)!r} is a file)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"checkpoint_dir {directory!r}: {str(probe)!r} is not writable")
+
+
 class Checkpoints:
     """A folder of checkpoints ``{carry, best, meta}`` per epoch (the newest ``max_to_keep``).
 
@@ -140,6 +152,7 @@ class Checkpoints:
 
         self._ocp = ocp
         self.directory = os.path.abspath(os.fspath(directory))
+        _check_folder(self.directory)
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
