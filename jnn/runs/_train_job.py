@@ -22,6 +22,7 @@ class Setup(NamedTuple):
     steps_per_epoch: int
     tree: Any = None
     mesh: Any = None
+    dtype: str = "float32"
 
 
 def join_processes(config: RunConfig) -> None:
@@ -58,11 +59,11 @@ def _setup(config: RunConfig, clock) -> Setup:
     if config.output == "hsoftmax":
         tree = _builders.build_tree(config, ds.y_train, ds.num_classes)
     model = _builders.build_model(config, ds.num_classes, ds.input_shape, tree=tree)
+    _builders.check_memory(config, model, ds.input_shape)
     mesh = _mesh(config)
     clock.lap("data")
-    return Setup(
-        ds, model, _builders.build_loss(config), len(ds.x_train) // config.batch_size, tree, mesh
-    )
+    steps = len(ds.x_train) // config.batch_size
+    return Setup(ds, model, _builders.build_loss(config), steps, tree, mesh, config.dtype)
 
 
 def _mesh(config: RunConfig):
@@ -205,12 +206,22 @@ def _diagnostics(setup, history, stats, stopped, message):
 
     diagnostics = jnn.monitor.diagnose(history, stats, inputs=setup.ds.x_train)
     if stopped == "non_finite":
-        diagnostics.insert(
-            0,
-            f"training stopped: {message}; a NaN/inf usually means the learning rate is far "
-            "too high (or the inputs are not normalised)",
-        )
+        diagnostics.insert(0, f"training stopped: {message}; {_non_finite_cause(setup.dtype)}")
     return diagnostics
+
+
+def _non_finite_cause(dtype: str) -> str:
+    """The likely cause of a NaN/inf stop, in the run's own terms."""
+    if dtype == "float16":
+        return (
+            "with --dtype float16 the usual cause is float16 underflow (Adam's second moment "
+            "of small gradients rounds to 0 and the next update overflows): use --dtype "
+            "bfloat16 or float32, or SGD/momentum"
+        )
+    return (
+        "a NaN/inf usually means the learning rate is far too high (or the inputs are not "
+        "normalised)"
+    )
 
 
 def run_summary(setup, result, stats, test_accuracy, test_loss) -> dict:
