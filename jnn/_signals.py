@@ -169,14 +169,18 @@ class Gate:
 
 
 def installed() -> Gate | None:
-    """The gate whose handler is installed for SIGTERM, if any."""
-    handler = signal.getsignal(signal.SIGTERM)
-    owner = getattr(handler, "__self__", None)
-    return owner if isinstance(owner, Gate) else None
+    """The gate whose handler is installed (for SIGTERM or SIGINT), if any."""
+    for s in SIGNALS:
+        owner = getattr(signal.getsignal(s), "__self__", None)
+        if isinstance(owner, Gate):
+            return owner
+    return None
 
 
 def _install(gate: Gate):
-    previous = {s: signal.signal(s, gate.handle) for s in SIGNALS}
+    # A signal the parent ignores stays ignored (SIGINT in a background job, ``nohup``).
+    ignored = {s for s in SIGNALS if signal.getsignal(s) is signal.SIG_IGN}
+    previous = {s: signal.signal(s, gate.handle) for s in SIGNALS if s not in ignored}
     if not gate.hard_exit:
         return previous, None
     read_fd, write_fd = os.pipe()

@@ -190,9 +190,9 @@ class _Saver:
         return _agreed(time.monotonic() - self.last_time >= self.policy.seconds)
 
     def save(self, carry, best, meta: LoopMeta) -> None:
-        with self.gate.protected():
+        with self.gate.protected():  # a signal landing now acts once this is recorded
             self.ckpt.save(meta.epoch, carry, best, meta.to_json())
-        self.last_epoch, self.last_time = meta.epoch, time.monotonic()
+            self.last_epoch, self.last_time = meta.epoch, time.monotonic()
 
     def interrupted(self, err: KeyboardInterrupt, directory) -> Interrupted:
         """Saves the last completed epoch (if not saved yet), waits until it is on disk, and
