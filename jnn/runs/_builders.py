@@ -69,7 +69,7 @@ def _hidden_layers(config, input_shape, dropout):
         if config.model == "mlp":
             layers.append(nn.Dense(width, w_init=w_init))
         else:
-            _check_kernel(config, i, spatial, input_shape)
+            _check_kernel(config, input_shape)
             layers.append(nn.Conv(width, (config.kernel_size,) * len(spatial), w_init=w_init))
         layers += [norm()] if norm is not None else []
         layers.append(act())
@@ -92,14 +92,15 @@ def _hidden_layers(config, input_shape, dropout):
     return layers
 
 
-def _check_kernel(config, layer: int, spatial, input_shape) -> None:
-    """A kernel larger than its layer's input only multiplies zero padding (and compiles a
-    huge program): refused, naming the option."""
+def _check_kernel(config, input_shape) -> None:
+    """A kernel larger than the data itself only multiplies zero padding (and compiles a
+    huge program): refused, naming the option. (Deeper layers see pooled inputs; a kernel
+    wider than those is SAME-padded, as in the default CNN on 8x8 digits.)"""
+    spatial = tuple(input_shape[:-1])
     if config.kernel_size > min(spatial):
         raise ValueError(
-            f"--kernel-size {config.kernel_size} is larger than the input of CNN layer "
-            f"{layer + 1} (spatial shape {tuple(spatial)}, of data {tuple(input_shape[:-1])}); "
-            f"use --kernel-size <= {min(spatial)}"
+            f"--kernel-size {config.kernel_size} is larger than the input (spatial shape "
+            f"{spatial}); use --kernel-size <= {min(spatial)}"
         )
 
 
