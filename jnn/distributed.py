@@ -45,6 +45,7 @@ __all__ = [
 
 ENV = {"coordinator": "JNN_COORDINATOR", "num": "JNN_NUM_PROCESSES", "id": "JNN_PROCESS_ID"}
 _GRACE = 1.0  # seconds past the time-out before a process stuck in initialize is ended
+RESOLVE_SECONDS = 10.0  # a coordinator host name that does not resolve for this long fails
 
 
 class ProcessInfo(NamedTuple):
@@ -104,11 +105,19 @@ def _resolved(coordinator_address, num_processes, process_id):
 def _reach(host: str, port: int, deadline: float, address: str, pid: int, num: int) -> None:
     """Waits until the coordinator accepts a TCP connection; ``TimeoutError`` at the deadline
     (JAX itself would abort the process with a gRPC trace some seconds later)."""
+    unresolved_until = time.monotonic() + RESOLVE_SECONDS
     while True:
         left = deadline - time.monotonic()
         try:
             with socket.create_connection((host, port), timeout=max(0.05, min(1.0, left))):
                 return
+        except socket.gaierror as err:
+            if time.monotonic() + 0.2 >= min(deadline, unresolved_until):
+                raise TimeoutError(
+                    f"jnn.distributed: process {pid} of {num}: the coordinator host {host!r} "
+                    f"(of {address}) does not resolve ({err.strerror or err}); check the name"
+                ) from None
+            time.sleep(0.2)
         except OSError as err:
             if time.monotonic() + 0.2 >= deadline:
                 raise TimeoutError(

@@ -188,6 +188,43 @@ BAD_INPUTS = [
     (lambda t: ["--resume"], "no run to resume"),
     (lambda t: ["--out", str(t)], "already holds a run"),
     (lambda t: ["--weight-decay", "0.1"], "--weight-decay applies to --optimizer adamw"),
+    (
+        lambda t: ["--data", _npz(t, y_train=(np.arange(60) % 3)[:, None])],
+        "y_train has shape (60, 1): class labels must have shape (60,)",
+    ),
+    (
+        lambda t: ["--data", _npz(t, y_train=np.eye(3)[np.arange(60) % 3])],
+        "pass np.argmax(y_train, axis=1)",
+    ),
+    (
+        lambda t: [
+            "--data",
+            _npz(t, y_train=np.where(np.arange(60) == 5, 2**40, np.arange(60) % 3)),
+        ],
+        "imply 1099511627777 classes",
+    ),
+    (
+        lambda t: [
+            "--data",
+            _npz(
+                t,
+                y_train=np.where(np.arange(60) == 5, 2**40, np.arange(60) % 3),
+                num_classes=2**40 + 1,
+            ),
+        ],
+        "1,099,511,627,777 outputs",
+    ),
+    (lambda t: ["--seed", str(2**70)], "--seed must be a 64-bit integer"),
+    (lambda t: ["--seed", str(2**63)], "--seed must be a 64-bit integer"),
+    (
+        lambda t: ["--model", "cnn", "--kernel-size", "9"],
+        "--kernel-size 9 is larger than the input",
+    ),
+    (
+        lambda t: ["--ensemble", "100000", "--widths", "4096,4096"],
+        "100000 members x",
+    ),
+    (lambda t: ["--coordinator-timeout", "0"], "number > 0"),
 ]
 
 
@@ -208,6 +245,61 @@ def test_bad_input_fails_before_training_and_creates_nothing(tmp_path, capsys, a
     out = args[args.index("--out") + 1]
     if out != str(tmp_path):
         assert not pathlib.Path(out).exists()  # no empty run folder left behind
+
+
+def test_kernel_size_equal_to_the_input_is_accepted():
+    from jnn import runs
+
+    config = runs.RunConfig.from_options(model="cnn", widths=(4,), kernel_size=8)
+    runs.build_model(config, 10, (8, 8, 1))  # just inside: 8 on 8x8 builds
+
+
+def test_a_config_json_that_is_not_a_runs_is_named(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("[1, 2]")
+    assert cli.main(["train", "--resume", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'config.json'} is not a jnn run's config.json" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_config_whose_shapes_no_longer_match_the_checkpoint(small_run, tmp_path, capsys):
+    import shutil
+
+    _, out, _ = small_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "widths": [32]}))
+    before = sorted(p.name for p in (run / "checkpoint").iterdir())
+    assert cli.main(["train", "--resume", "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "do not fit this model" in err and "(16,) float32 saved" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert sorted(p.name for p in (run / "checkpoint").iterdir()) == before  # left in place
+    assert not (tmp_path / "run" / "checkpoint.damaged").exists()
+
+
+def test_resume_refuses_changed_data_and_works_from_another_directory(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    _npz(tmp_path)
+    argv = ["train", "--no-progress", "--no-plots", "--epochs", "1", "--batch-size", "16"]
+    assert cli.main([*argv, "--data", "data.npz", "--out", "run"]) == 0  # a relative path
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert stored["data"] == str(tmp_path / "data.npz")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert cli.main(["train", "--resume", "--out", str(tmp_path / "run")]) == 0
+    rng = np.random.default_rng(5)  # same shapes, other contents
+    _npz(tmp_path, x_train=rng.normal(size=(60, 5)).astype(np.float32))
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "changed since the run started" in err and "--allow-changed-data" in err
+    resume = ["train", "--resume", "--allow-changed-data", "--out", str(tmp_path / "run")]
+    assert cli.main(resume) == 0
 
 
 def test_no_command_prints_help(capsys):

@@ -5,6 +5,8 @@ The signals are sent to the training process itself (not to a wrapper), once it 
 the line of a given epoch.
 """
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -26,12 +28,19 @@ RUN = [
 ]  # fmt: skip
 
 
+def _default_sigint():
+    """In the child: SIGINT back to its default, even when the test runs as a background job
+    (where the shell makes the job ignore it and children would inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(*argv):
     return subprocess.Popen(
         [sys.executable, "-u", "-m", "jnn.cli", "train", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
 
 
@@ -95,6 +104,114 @@ def test_an_interrupt_saves_prints_the_resume_command_and_resume_is_exact(tmp_pa
     assert [r["epoch"] for r in got] == [1, 2, 3, 4, 5, 6]  # no repeated epochs
     for a, b in zip(got, reference, strict=True):
         assert a["train_loss"] == b["train_loss"] and a["val_acc"] == b["val_acc"]
+
+
+# Moments of a real 6-epoch run, each (line to wait for, seconds after it): start-up (no line
+# yet), the header (imports done, the first epoch compiling), between epochs, and during the
+# final checkpoint write (just after the last epoch's line).
+MOMENTS = [
+    (signal.SIGTERM, None, 0.5),
+    (signal.SIGINT, None, 2.0),
+    (signal.SIGINT, "jnn train:", 0.0),
+    (signal.SIGTERM, "jnn train:", 0.3),
+    (signal.SIGTERM, "epoch   4/6", 0.0),
+    (signal.SIGINT, "epoch   6/6", 0.0),
+    (signal.SIGTERM, "epoch   6/6", 0.01),
+    (signal.SIGTERM, "epoch   6/6", 0.05),
+]
+
+
+@pytest.mark.parametrize(("sig", "line", "delay"), MOMENTS)
+def test_a_signal_at_any_moment_exits_cleanly_and_loses_nothing(
+    tmp_path, reference, sig, line, delay
+):
+    out = tmp_path / "run"
+    proc = _start(*RUN, "--epochs", "6", "--out", str(out))
+    if line is not None:
+        _wait_for_line(proc, line)
+    time.sleep(delay)
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    rc, _, err = _finish(proc, timeout=60)
+    took = time.monotonic() - sent
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert took < 15, f"took {took:.1f} s to exit"
+    if rc == 0:  # the run ended before the signal could land: it must be complete
+        assert [r["epoch"] for r in _records(out)] == [1, 2, 3, 4, 5, 6]
+        return
+    assert rc == (130 if sig == signal.SIGINT else 143), err
+    assert len(err.strip().splitlines()) <= 2, err
+    if not out.exists() or not _checkpoints(out):
+        assert "nothing to save" in err and not out.exists(), err  # nothing half-made left
+        return
+    saved = _checkpoints(out)[-1]
+    assert f"epoch {saved} is saved" in err and f"resume with: jnn train --out {out}" in err
+    assert not [p for p in (out / "checkpoint").iterdir() if "tmp" in p.name]
+    rc, stdout, err = _finish(_start("--out", str(out), "--resume"))
+    assert rc == 0, err
+    got = _records(out)
+    assert [r["epoch"] for r in got] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(got, reference, strict=True):
+        assert a["train_loss"] == b["train_loss"] and a["val_acc"] == b["val_acc"]
+
+
+def test_a_second_run_on_the_same_folder_is_refused_while_the_first_runs(tmp_path, reference):
+    from jnn import cli
+
+    out = tmp_path / "run"
+    proc = _start(*RUN, "--epochs", "6", "--checkpoint-every", "1", "--out", str(out))
+    _wait_for_line(proc, "epoch   1/6")
+    try:
+        for extra in ([], ["--resume"], ["--overwrite"]):
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                assert cli.main(["train", *RUN, "--epochs", "6", "--out", str(out), *extra]) == 2
+            assert f"in use by another jnn train run (process {proc.pid})" in err.getvalue()
+    finally:
+        rc, _, err = _finish(proc)
+    assert rc == 0, err
+    got = _records(out)  # the first run's, unmixed
+    assert [r["train_loss"] for r in got] == [r["train_loss"] for r in reference]
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_note(tmp_path):
+    from jnn.runs._lock import FolderBusy, RunLock
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / ".lock").write_text(f"{dead.pid}\n")
+    lock = RunLock.acquire(tmp_path)
+    assert lock.note() == (
+        f"note: took over the lock {tmp_path / '.lock'} left by process {dead.pid} "
+        "(no longer running)"
+    )
+    with pytest.raises(FolderBusy, match=f"process {os.getpid()}"):
+        RunLock.acquire(tmp_path)  # a second open file description is refused too
+    lock.release()
+    again = RunLock.acquire(tmp_path)
+    assert again.note() is None  # a clean release leaves no process id behind
+    again.release()
+
+
+def test_fit_refuses_a_checkpoint_dir_that_is_a_file_before_training(tmp_path):
+    ds = data.load_digits()
+    model = nn.Serial(nn.Dense(4), nn.Relu(), nn.Dense(10))
+    (tmp_path / "file").write_text("not a folder")
+    seen = []
+    with pytest.raises(ValueError, match="is not a folder"):
+        train.fit(
+            model,
+            losses.softmax_cross_entropy,
+            optim.adam(1e-2),
+            (ds.x_train, ds.y_train),
+            epochs=2,
+            batch_size=64,
+            key=jax.random.key(0),
+            progress=False,
+            checkpoint_dir=tmp_path / "file",
+            on_epoch=seen.append,
+        )
+    assert seen == []  # nothing trained
 
 
 def test_sigkill_after_a_checkpoint_resumes_exactly(tmp_path, reference):

@@ -205,3 +205,26 @@ def test_train_run_from_python(tmp_path):
     assert lines[-1].startswith("test accuracy")
     with pytest.raises(ValueError, match="already holds a run"):
         runs.train_run(config, echo=lines.append)
+
+
+def test_sweep_members_near_chance_are_named_and_left_out_of_the_headline():
+    from jnn.runs import RunConfig
+    from jnn.runs._ensemble_job import member_verdicts, near_chance
+
+    assert near_chance(0.1899, 10) and not near_chance(0.1901, 10)  # 1/C + 0.1 (1 - 1/C)
+    config = RunConfig.from_options(lr=(1e-3, 3.0, 1e-2))
+    rows = [
+        {"member": 0, "lr": 1e-3, "test_accuracy": 0.95, "diverged": None},
+        {"member": 1, "lr": 3.0, "test_accuracy": 0.17, "diverged": None},
+        {"member": 2, "lr": 1e-2, "test_accuracy": 0.93, "diverged": None},
+    ]
+    healthy, lines = member_verdicts(config, rows, 10)
+    assert [r["member"] for r in healthy] == [0, 2]
+    assert lines and "member 1 (lr 3) at 17.0%" in lines[0]
+
+
+def test_a_float16_stop_names_float16_underflow():
+    from jnn.runs._train_job import _non_finite_cause
+
+    assert "float16 underflow" in _non_finite_cause("float16")
+    assert "learning rate" in _non_finite_cause("float32")

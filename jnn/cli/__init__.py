@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 
 from jnn.cli._options import add_check_options, add_train_options
 
@@ -52,7 +53,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Entry point of the ``jnn`` command; returns the exit code."""
+    """Entry point of the ``jnn`` command; returns the exit code.
+
+    From its first line to its exit, SIGINT and SIGTERM have one handler (``jnn._signals``,
+    installed here): a signal never kills the process in the middle of a checkpoint write,
+    and ends it within seconds with one line saying what is saved and how to resume.
+    """
+    from jnn import _signals
+
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    with _signals.guard(hard_exit=True) as gate:
+        gate.describe = _interrupts_startup
+        return _main(argv, gate)
+
+
+def _interrupts_startup(signal_name: str) -> str:
+    from jnn.runs._interrupts import startup
+
+    return startup(signal_name)
+
+
+def _main(argv, gate=None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -67,7 +89,14 @@ def main(argv=None) -> int:
         print(f"jnn {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
-        from jnn.cli._train import interrupted_message
+        name = getattr(err, "signal_name", "SIGINT")
+        if gate is not None and gate.received:  # a real signal: say what is saved, end now
+            gate.exit_now()
+        print(f"interrupted ({name})", file=sys.stderr)
+        return _signals_exit_code(name)
 
-        print(interrupted_message(err, args), file=sys.stderr)
-        return 143 if getattr(err, "signal_name", "") == "SIGTERM" else 130
+
+def _signals_exit_code(name: str) -> int:
+    from jnn._signals import exit_code
+
+    return exit_code(name)

@@ -257,6 +257,14 @@ def _scale_out(p):
         help="multi-process run: the coordinator's address",
     )
     g.add_argument("--num-processes", type=positive_int, default=S)
+    g.add_argument(
+        "--coordinator-timeout",
+        type=positive_float,
+        default=S,
+        metavar="SECONDS",
+        help="most time to wait for the coordinator and the other processes (60); a "
+        "coordinator host name that does not resolve fails within 10 s",
+    )
     g.add_argument("--process-id", type=int, default=S)
 
 
@@ -269,6 +277,11 @@ def _output(p):
         "--resume", action="store_true", help="continue the run in --out with its stored options"
     )
     o.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    o.add_argument(
+        "--allow-changed-data",
+        action="store_true",
+        help="--resume even though the --data file changed since the run started",
+    )
     o.add_argument(
         "--checkpoint-every",
         type=positive_int,

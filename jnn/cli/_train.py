@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import shlex
+__all__ = ["cmd_train", "explicit_options"]
 
-__all__ = ["cmd_train", "explicit_options", "interrupted_message"]
-
-_ACTIONS = ("command", "func", "resume", "overwrite", "profile", "check_examples")
+_ACTIONS = (
+    "command",
+    "func",
+    "resume",
+    "overwrite",
+    "profile",
+    "check_examples",
+    "allow_changed_data",
+)
 
 
 def explicit_options(args) -> dict:
@@ -25,25 +31,6 @@ def _config(args):
     return runs.resume_config(explicit.pop("out"), explicit)
 
 
-def resume_command(out) -> str:
-    return f"jnn train --out {shlex.quote(str(out))} --resume"
-
-
-def interrupted_message(err, args) -> str:
-    """What the console says after Ctrl-C / SIGTERM: what was saved, how to resume."""
-    epoch = getattr(err, "epoch", None)
-    saved = getattr(err, "checkpoint_dir", None)
-    name = getattr(err, "signal_name", "SIGINT")
-    if epoch is None:
-        return "interrupted"
-    if saved is None or epoch == 0:
-        return f"interrupted by {name} after epoch {epoch}; nothing to save yet"
-    out = getattr(args, "out", None) or str(saved).rsplit("/checkpoint", 1)[0]
-    return (
-        f"interrupted by {name}: saved epoch {epoch} to {saved}\nresume with: {resume_command(out)}"
-    )
-
-
 def _print_profile(summary) -> None:
     timings = summary.get("timings", {})
     total = sum(timings.values())
@@ -60,7 +47,12 @@ def cmd_train(args) -> int:
 
     try:
         config = _config(args)
-        outcome = runs.train_run(config, resume=args.resume, overwrite=args.overwrite)
+        outcome = runs.train_run(
+            config,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            allow_changed_data=args.allow_changed_data,
+        )
     except (ValueError, TypeError, OSError) as err:
         raise UsageError(str(err)) from None
     if args.profile:

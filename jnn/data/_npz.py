@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from jnn.data._dataset import Dataset
-from jnn.data._validate import check_dataset, infer_num_classes
+from jnn.data._validate import check_class_labels, check_dataset, infer_num_classes
 
 __all__ = ["load_npz"]
 
@@ -83,6 +83,7 @@ def load_npz(path, *, val_fraction: float = 0.1) -> Dataset:
     _check_pairs(raw, path)
     for name in ("y_train", "y_val", "y_test"):
         if name in raw:
+            check_class_labels(raw[name], name)
             raw[name] = _labels(raw[name], name)
     if "x_val" not in raw:
         n_val = max(1, int(round(len(raw["x_train"]) * val_fraction)))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["check_dataset", "infer_num_classes", "validate"]
+__all__ = ["check_class_labels", "check_dataset", "infer_num_classes", "validate"]
 
 
 def _is_float(dtype) -> bool:
@@ -98,19 +98,55 @@ def infer_num_classes(y_train, num_classes: int | None = None) -> int:
         raise ValueError(f"labels must be >= 0, got {y.min()}.")
     if num_classes is None:
         num_classes = int(y.max()) + 1 if y.size else 0
-        empty = np.setdiff1d(np.arange(num_classes), y)
-        if empty.size:
-            shown = ", ".join(str(int(c)) for c in empty[:10]) + (
-                ", ..." if empty.size > 10 else ""
+        present = np.unique(y)  # never np.arange(num_classes): a label of 2**40 is 8 TiB
+        if present.size < num_classes:
+            empty = _missing(present, limit=10)
+            shown = ", ".join(str(c) for c in empty) + (
+                ", ..." if num_classes - present.size > len(empty) else ""
             )
             raise ValueError(
                 f"the training labels imply {num_classes} classes (max label {num_classes - 1}) "
-                f"but classes {shown} have no training example ({empty.size} empty): check for "
-                "stray labels, or state num_classes explicitly."
+                f"but classes {shown} have no training example ({num_classes - present.size} "
+                "empty): check for stray labels, or state num_classes explicitly."
             )
     if int(num_classes) < 2:
         raise ValueError(f"need at least 2 classes, got num_classes={num_classes}.")
     return int(num_classes)
+
+
+def _missing(present, limit: int) -> list[int]:
+    """The first ``limit`` integers in ``[0, max(present)]`` absent from sorted ``present``."""
+    found, expected = [], 0
+    for value in present.tolist():
+        while expected < value and len(found) < limit:
+            found.append(expected)
+            expected += 1
+        if len(found) >= limit:
+            break
+        expected = value + 1
+    return found
+
+
+def check_class_labels(y, name: str) -> None:
+    """Class labels are one integer per example, shape ``(N,)``; a column ``(N, 1)`` or
+    one-hot rows ``(N, C)`` are refused, saying what to pass instead."""
+    y = np.asarray(y)
+    if y.ndim == 1:
+        return
+    if y.ndim == 2 and y.shape[1] == 1:
+        raise ValueError(
+            f"{name} has shape {y.shape}: class labels must have shape ({y.shape[0]},), one "
+            f"integer per example; flatten them ({name}.reshape(-1))."
+        )
+    if y.ndim == 2 and np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all():
+        raise ValueError(
+            f"{name} looks one-hot (shape {y.shape}): class labels must have shape "
+            f"({y.shape[0]},), one integer per example; pass np.argmax({name}, axis=1)."
+        )
+    raise ValueError(
+        f"{name} has shape {y.shape}: class labels must have shape ({y.shape[0]},), one "
+        "integer per example."
+    )
 
 
 def check_dataset(ds, batch_size: int | None = None) -> None:
@@ -122,6 +158,7 @@ def check_dataset(ds, batch_size: int | None = None) -> None:
     """
     for part in ("train", "val", "test"):
         x, y = getattr(ds, f"x_{part}"), getattr(ds, f"y_{part}")
+        check_class_labels(y, f"y_{part}")
         validate(x, y, ds.num_classes, batch_size if part == "train" else None, name=part)
     shapes = [np.shape(getattr(ds, f"x_{p}"))[1:] for p in ("train", "val", "test")]
     if len(set(shapes)) != 1:

@@ -6,7 +6,14 @@ import math
 
 from jnn.runs._config import RunConfig
 
-__all__ = ["build_loss", "build_model", "build_optimizer", "build_schedule", "load_run_data"]
+__all__ = [
+    "build_loss",
+    "build_model",
+    "build_optimizer",
+    "build_schedule",
+    "check_memory",
+    "load_run_data",
+]
 
 ACTIVATION_LAYERS = {
     "relu": "Relu",
@@ -62,6 +69,7 @@ def _hidden_layers(config, input_shape, dropout):
         if config.model == "mlp":
             layers.append(nn.Dense(width, w_init=w_init))
         else:
+            _check_kernel(config, input_shape)
             layers.append(nn.Conv(width, (config.kernel_size,) * len(spatial), w_init=w_init))
         layers += [norm()] if norm is not None else []
         layers.append(act())
@@ -82,6 +90,70 @@ def _hidden_layers(config, input_shape, dropout):
         if _active(dropout):
             layers.append(nn.Dropout(dropout))
     return layers
+
+
+def _check_kernel(config, input_shape) -> None:
+    """A kernel larger than the data itself only multiplies zero padding (and compiles a
+    huge program): refused, naming the option. (Deeper layers see pooled inputs; a kernel
+    wider than those is SAME-padded, as in the default CNN on 8x8 digits.)"""
+    spatial = tuple(input_shape[:-1])
+    if config.kernel_size > min(spatial):
+        raise ValueError(
+            f"--kernel-size {config.kernel_size} is larger than the input (spatial shape "
+            f"{spatial}); use --kernel-size <= {min(spatial)}"
+        )
+
+
+def check_memory(config: RunConfig, model, input_shape, *, budget=None) -> None:
+    """Refuses a run whose estimated memory exceeds the machine's, before anything is made.
+
+    Estimate = members x (4 x parameter bytes (params, gradients, two optimizer slots) +
+    3 x activation bytes of one batch (forward values, their gradients, the step's copies)),
+    from ``jax.eval_shape`` (nothing allocated). The budget is the devices' memory limit when
+    they report one, else the machine's physical memory.
+
+    Raises:
+      ValueError: the estimate and the budget, naming ``--ensemble`` / the sweep when the
+        members make it too large.
+    """
+    import jax
+    import numpy as np
+
+    import jnn.nn as nn
+
+    itemsize = np.dtype(config.dtype if config.dtype != "bfloat16" else "float16").itemsize
+    shapes = jax.eval_shape(lambda k: model.init(k, (1, *input_shape)), jax.random.key(0))
+    params = sum(math.prod(a.shape) for a in jax.tree.leaves(shapes))
+    out = nn.output_shape(model, (config.batch_size, *input_shape))
+    widths = sum(config.widths) * config.batch_size + math.prod(out)
+    per_member = itemsize * (4 * params + 3 * widths * max(1, math.prod(input_shape[:-1])))
+    members = config.num_members
+    need = members * per_member
+    budget = _memory_budget() if budget is None else budget
+    if need > budget:
+        who = f"{members} members x {_gib(per_member)} " if members > 1 else ""
+        hint = "fewer --ensemble members or swept values" if members > 1 else "a smaller model"
+        raise ValueError(
+            f"the run needs about {_gib(need)} ({who}for {params:,} parameters, "
+            f"{out[-1]:,} outputs, and their activations) but this machine has "
+            f"{_gib(budget)}; use {hint}"
+        )
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**28 else f"{n / 2**20:.0f} MiB"
+
+
+def _memory_budget() -> float:
+    """The first device's memory limit, or the machine's physical memory."""
+    import os
+
+    import jax
+
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if stats.get("bytes_limit"):
+        return float(stats["bytes_limit"])
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def _active(rate) -> bool:

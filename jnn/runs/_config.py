@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 from pathlib import Path
 
 __all__ = ["RUN_DEFINING", "RunConfig", "SWEEPABLE"]
@@ -106,6 +107,7 @@ class RunConfig:
     coordinator: str | None = None
     num_processes: int | None = None
     process_id: int | None = None
+    coordinator_timeout: float = 60.0
     # output
     out: str | None = None
     checkpoint_every: int | None = None
@@ -128,7 +130,8 @@ class RunConfig:
         return cls(**options).filled()
 
     def filled(self) -> RunConfig:
-        """Resolves the model- and optimizer-dependent defaults, then checks everything."""
+        """Resolves the model- and optimizer-dependent defaults (and makes ``data`` an
+        absolute path, so a run resumes from any directory), then checks everything."""
         init = self.init
         if init == "default":
             init = "xavier_normal" if self.activation in ("tanh", "sigmoid") else "kaiming_normal"
@@ -146,6 +149,7 @@ class RunConfig:
             epochs=_default(self.epochs, _DEFAULT_EPOCHS.get(self.model, 30)),
             batch_size=_default(self.batch_size, _DEFAULT_BATCH.get(self.model, 128)),
             init=init,
+            data=os.path.abspath(self.data) if isinstance(self.data, str) else self.data,
         )
         done.check()
         return done
@@ -165,6 +169,10 @@ class RunConfig:
         _positive_ints(
             self, ("patience", "checkpoint_every", "devices", "num_processes"), optional=True
         )
+        if not isinstance(self.seed, int) or not -(2**63) <= self.seed < 2**63:
+            raise ValueError(
+                f"--seed must be a 64-bit integer, in [-2**63, 2**63), got {self.seed!r}"
+            )
         if not self.widths or any(not isinstance(w, int) or w <= 0 for w in self.widths):
             raise ValueError(f"--widths must be positive integers, got {self.widths}")
         _in_range("lr", self.lr, 0.0, math.inf, low_open=True)
@@ -195,6 +203,10 @@ class RunConfig:
             )
         if self.ema is not None and not 0.0 < self.ema < 1.0:
             raise ValueError(f"--ema decay must be in (0, 1), got {self.ema}")
+        if not self.coordinator_timeout > 0:
+            raise ValueError(
+                f"--coordinator-timeout must be > 0 seconds, got {self.coordinator_timeout}"
+            )
         if self.checkpoint_seconds < 0:
             raise ValueError(f"--checkpoint-seconds must be >= 0, got {self.checkpoint_seconds}")
         if self.norm == "batch" and self.batch_size == 1:
@@ -287,6 +299,7 @@ RUN_DEFINING = tuple(
         "coordinator",
         "num_processes",
         "process_id",
+        "coordinator_timeout",
     )
 )
 

@@ -119,6 +119,35 @@ def member_table(config: RunConfig, evaluation: dict, diverged: list) -> list[di
     return rows
 
 
+def near_chance(accuracy: float, num_classes: int) -> bool:
+    """A member no better than guessing: test accuracy below chance + 10% of the way from
+    chance to perfect, ``1/C + 0.1 (1 - 1/C)`` (19% for 10 classes)."""
+    chance = 1.0 / num_classes
+    return accuracy < chance + 0.1 * (1.0 - chance)
+
+
+def _member_name(config, row) -> str:
+    return f"member {row['member']}" + "".join(f" ({n} {row[n]:g})" for n in config.sweep)
+
+
+def member_verdicts(config, rows, num_classes: int):
+    """``(healthy rows, diagnostics naming the members that are stuck near chance)``."""
+    alive = [r for r in rows if not r["diverged"]]
+    stuck = [r for r in alive if near_chance(r["test_accuracy"], num_classes)]
+    healthy = [r for r in alive if r not in stuck]
+    lines = []
+    if stuck:
+        lines.append(
+            f"{len(stuck)} of {len(rows)} members are stuck near chance "
+            f"({100 / num_classes:.0f}% for {num_classes} classes): "
+            + ", ".join(
+                f"{_member_name(config, r)} at {100 * r['test_accuracy']:.1f}%" for r in stuck
+            )
+            + "; the members' mean and best below leave them out"
+        )
+    return healthy, lines
+
+
 def _cell(name: str, value) -> str:
     if value is None:
         return "-"
@@ -199,8 +228,13 @@ def finish(config, setup, folder, result, clock):
     )
     clock.lap("evaluate")
     history = result.history
+    healthy, verdicts = member_verdicts(config, rows, ds.num_classes)
+    pool = healthy or [r for r in rows if not r["diverged"]] or rows
+    accuracies = [r["test_accuracy"] for r in pool]
+    base = run_summary(setup, result, stats, main["accuracy"], main["nll"])
+    base["diagnostics"] = verdicts + base["diagnostics"]
     summary = {
-        **run_summary(setup, result, stats, main["accuracy"], main["nll"]),
+        **base,
         "ensemble": {k: v for k, v in main.items() if k != "members"},
         "members": rows,
         **{
@@ -210,8 +244,14 @@ def finish(config, setup, folder, result, clock):
         "console_tail": _lines(config, main, extra, rows),
         "final_line": (
             f"ensemble test accuracy {100 * main['accuracy']:.2f}% (members: mean "
-            f"{100 * main['member_mean_accuracy']:.2f}%, best "
-            f"{100 * main['member_best_accuracy']:.2f}%)"
+            f"{100 * sum(accuracies) / len(accuracies):.2f}%, best "
+            f"{100 * max(accuracies):.2f}%"
+            + (
+                f"; {len(rows) - len(healthy)} diverged or near chance left out"
+                if len(healthy) < len(rows) and healthy
+                else ""
+            )
+            + ")"
         ),
     }
     plots = {}

@@ -101,8 +101,15 @@ class RunFolder:
     def clear(self) -> None:
         """Removes a previous run's files (``--overwrite``)."""
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
-        for name in ("config.json", "metrics.jsonl", "summary.json", "report.md"):
+        for name in ("config.json", "metrics.jsonl", "summary.json", "report.md", "data.json"):
             (self.path / name).unlink(missing_ok=True)
+
+    @_primary_only
+    def save_fingerprint(self, data) -> None:
+        """``data.json``: the fingerprint of the ``--data`` file (see ``_fingerprint``)."""
+        from jnn.runs._fingerprint import record
+
+        record(self.path, data)
 
     def load_config(self) -> dict:
         return json.loads((self.path / "config.json").read_text())

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from jnn.runs import _fingerprint, _lock
 from jnn.runs._config import RunConfig
 from jnn.runs._folder import RunFolder
 
@@ -41,9 +42,14 @@ def resume_config(out, explicit: dict) -> RunConfig:
       ValueError: no run in ``out``, or options that differ from the stored ones.
     """
     folder = RunFolder(out)
-    if not (folder.path / "config.json").exists():
+    path = folder.path / "config.json"
+    if not path.exists():
         raise ValueError(f"--resume: no run to resume in {str(out)!r} (config.json missing)")
-    stored = RunConfig.from_json(folder.load_config())
+    try:
+        stored = RunConfig.from_json(folder.load_config())
+    except (ValueError, TypeError, AttributeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"--resume: {path} is not a jnn run's config.json ({first})") from None
     return stored.resumed({**explicit, "out": str(out)})
 
 
@@ -88,17 +94,31 @@ class _Clock:
         self._t = now
 
 
-def _prepare_folder(config: RunConfig, resume: bool, overwrite: bool) -> RunFolder:
+def _prepare_folder(config: RunConfig, resume: bool, overwrite: bool, allow_changed_data: bool):
+    """Checks the folder (and takes its lock when it exists already); returns
+    ``(folder, lock or None)``."""
     folder = RunFolder(config.out)
     folder.check_writable()
-    if resume:
-        from jnn.train._checkpoints import Checkpoints
+    lock = _lock.RunLock.acquire(folder.path) if folder.path.is_dir() and _primary() else None
+    try:
+        _check_folder(folder, config, resume, overwrite, allow_changed_data)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return folder, lock
 
-        if not folder.checkpoint_dir.exists() or not Checkpoints(folder.checkpoint_dir).epochs():
+
+def _check_folder(folder, config, resume, overwrite, allow_changed_data) -> None:
+    if resume:
+        from jnn.runs._interrupts import newest_checkpoint
+
+        if newest_checkpoint(folder.checkpoint_dir) is None:
             raise ValueError(
                 f"--resume: {str(folder.path)!r} has no checkpoint to resume (the run stopped "
                 "before its first checkpoint was written); start it again with --overwrite"
             )
+        _fingerprint.check_unchanged(folder.path, config.data, allow_changed_data)
     elif folder.holds_run():
         if not overwrite:
             raise ValueError(
@@ -106,7 +126,38 @@ def _prepare_folder(config: RunConfig, resume: bool, overwrite: bool) -> RunFold
                 "--overwrite to replace it, or choose another --out"
             )
         folder.clear()
-    return folder
+
+
+def _claimer(config: RunConfig, folder: RunFolder, lock, resume: bool):
+    """``claim()``, called once the checks passed: creates the folder, takes its lock, and
+    tells the installed signal handler what an interrupt leaves there. Returns a list that
+    receives the lock (so that :func:`train_run` releases it)."""
+    from jnn import _signals
+    from jnn.runs import _interrupts
+
+    held = [lock] if lock is not None else []
+
+    def claim(echo):
+        created = not folder.path.exists()
+        folder.create()
+        if not held and _primary():
+            held.append(_lock.RunLock.acquire(folder.path))
+        note = held[0].note() if held else None
+        if note:
+            print(note, file=sys.stderr)
+        if not resume:
+            folder.save_fingerprint(config.data)
+        gate = _signals.installed()
+        if gate is not None:
+            gate.describe = _interrupts.describe(folder, config.out, created and not resume)
+
+    return claim, held
+
+
+def _primary() -> bool:
+    from jnn.runs._folder import _primary as primary
+
+    return primary()
 
 
 def train_run(
@@ -114,26 +165,30 @@ def train_run(
     *,
     resume: bool = False,
     overwrite: bool = False,
+    allow_changed_data: bool = False,
     echo: Callable[[str], None] | None = None,
 ) -> RunOutcome:
     """Trains the configured model (or ensemble) and writes the run folder.
 
-    Steps: check the folder, load and check the data, build the model and optimizer, train
-    with ``jnn.train.fit`` (or ``jnn.ensemble.fit`` for several members), evaluate on the
-    test set, diagnose, and write ``config.json``, ``metrics.jsonl``, plots, ``summary.json``
-    and ``report.md``. Bad input raises ``ValueError`` before the folder is created.
+    Steps: check the folder (and lock it: one run per folder), load and check the data,
+    build the model and optimizer, train with ``jnn.train.fit`` (or ``jnn.ensemble.fit`` for
+    several members), evaluate on the test set, diagnose, and write ``config.json``,
+    ``metrics.jsonl``, plots, ``summary.json`` and ``report.md``. Bad input raises
+    ``ValueError`` before the folder is created.
 
     Args:
       config: the run's options (``RunConfig.from_options(...)``).
       resume: continue the run in ``config.out`` from its newest intact checkpoint.
       overwrite: replace a run already in ``config.out``.
+      allow_changed_data: resume even though the ``--data`` file's contents changed.
       echo: prints a line (default: stdout).
 
     Returns:
       :class:`RunOutcome`.
 
     Raises:
-      ValueError: bad options or data, a folder that holds a run, nothing to resume.
+      ValueError: bad options or data, a folder that holds a run or is in use by another
+        run, nothing to resume, changed data on resume.
       jnn.train.Interrupted: Ctrl-C / SIGTERM (the last completed epoch was saved).
     """
     from jnn.runs import _train_job
@@ -141,6 +196,10 @@ def train_run(
     if config.out is None:
         config = dataclasses.replace(config, out=default_out(config))
     _train_job.join_processes(config)  # before the resume check opens Orbax (JAX)
-    folder = _prepare_folder(config, resume, overwrite)
-
-    return _train_job.run(config, folder, resume, echo or echo_line, _Clock())
+    folder, lock = _prepare_folder(config, resume, overwrite, allow_changed_data)
+    claim, held = _claimer(config, folder, lock, resume)
+    try:
+        return _train_job.run(config, folder, resume, echo or echo_line, _Clock(), claim)
+    finally:
+        for each in held:
+            each.release()

@@ -22,6 +22,7 @@ class Setup(NamedTuple):
     steps_per_epoch: int
     tree: Any = None
     mesh: Any = None
+    dtype: str = "float32"
 
 
 def join_processes(config: RunConfig) -> None:
@@ -34,7 +35,7 @@ def join_processes(config: RunConfig) -> None:
 
     options = (config.coordinator, config.num_processes, config.process_id)
     if any(v is not None for v in options) or os.environ.get(dist.ENV["coordinator"]):
-        dist.initialize(*options)
+        dist.initialize(*options, timeout=config.coordinator_timeout)
 
 
 def _imports(config: RunConfig, clock) -> None:
@@ -58,11 +59,11 @@ def _setup(config: RunConfig, clock) -> Setup:
     if config.output == "hsoftmax":
         tree = _builders.build_tree(config, ds.y_train, ds.num_classes)
     model = _builders.build_model(config, ds.num_classes, ds.input_shape, tree=tree)
+    _builders.check_memory(config, model, ds.input_shape)
     mesh = _mesh(config)
     clock.lap("data")
-    return Setup(
-        ds, model, _builders.build_loss(config), len(ds.x_train) // config.batch_size, tree, mesh
-    )
+    steps = len(ds.x_train) // config.batch_size
+    return Setup(ds, model, _builders.build_loss(config), steps, tree, mesh, config.dtype)
 
 
 def _mesh(config: RunConfig):
@@ -205,12 +206,22 @@ def _diagnostics(setup, history, stats, stopped, message):
 
     diagnostics = jnn.monitor.diagnose(history, stats, inputs=setup.ds.x_train)
     if stopped == "non_finite":
-        diagnostics.insert(
-            0,
-            f"training stopped: {message}; a NaN/inf usually means the learning rate is far "
-            "too high (or the inputs are not normalised)",
-        )
+        diagnostics.insert(0, f"training stopped: {message}; {_non_finite_cause(setup.dtype)}")
     return diagnostics
+
+
+def _non_finite_cause(dtype: str) -> str:
+    """The likely cause of a NaN/inf stop, in the run's own terms."""
+    if dtype == "float16":
+        return (
+            "with --dtype float16 the usual cause is float16 underflow (Adam's second moment "
+            "of small gradients rounds to 0 and the next update overflows): use --dtype "
+            "bfloat16 or float32, or SGD/momentum"
+        )
+    return (
+        "a NaN/inf usually means the learning rate is far too high (or the inputs are not "
+        "normalised)"
+    )
 
 
 def run_summary(setup, result, stats, test_accuracy, test_loss) -> dict:
@@ -277,7 +288,7 @@ def _write_out(config, folder, summary, plots, tables, result, clock):
     folder.write_summary(summary)
 
 
-def run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock):
+def run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock, claim=None):
     """Trains and writes the run folder (see :func:`jnn.runs.train_run`); a float64 run
     runs inside ``jax.enable_x64`` (the process's setting is left as it was)."""
     import contextlib
@@ -292,18 +303,21 @@ def run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock):
 
     x64 = jax.enable_x64(True) if config.dtype == "float64" else contextlib.nullcontext()
     with x64:
-        return _run(config, folder, resume, echo, clock)
+        return _run(config, folder, resume, echo, clock, claim)
 
 
 def _silent(*_) -> None:
     """The console of processes other than 0 in a multi-process run."""
 
 
-def _run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock):
+def _run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock, claim=None):
     from jnn.runs._job import RunOutcome
 
     setup = _setup(config, clock)
-    folder.create()
+    if claim is not None:
+        claim(echo)
+    else:
+        folder.create()
     folder.save_config(config)
     echo(_header(config, setup, folder))
     if config.num_members > 1:

@@ -37,7 +37,7 @@ import numpy as np
 
 from jnn.train import _sharding
 
-__all__ = ["CheckpointError", "Checkpoints", "Restored", "digest"]
+__all__ = ["CheckpointError", "Checkpoints", "Restored", "ShapeMismatch", "digest", "signature"]
 
 
 class CheckpointError(ValueError):
@@ -70,6 +70,18 @@ def digest(tree) -> str:
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def signature(tree) -> list[str]:
+    """``"path shape dtype"`` of every leaf: what a checkpoint must match to be restored."""
+    return [
+        f"{jax.tree_util.keystr(path)} {tuple(np.shape(leaf))} {np.dtype(leaf.dtype).name}"
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    ]
+
+
+class ShapeMismatch(CheckpointError):
+    """The checkpoints hold arrays of other shapes than the model being resumed."""
 
 
 def _flat(tree) -> dict:
@@ -125,6 +137,18 @@ def _quiet_absl():
     logging.getLogger("absl").setLevel(logging.ERROR)
 
 
+def _check_folder(directory: str) -> None:
+    """Raises ``ValueError`` (before anything is trained or created) unless ``directory`` is a
+    folder, or can be made one, that this process may write."""
+    probe = Path(directory)
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"checkpoint_dir {directory!r} is not a folder ({str(probe)!r} is a file)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"checkpoint_dir {directory!r}: {str(probe)!r} is not writable")
+
+
 class Checkpoints:
     """A folder of checkpoints ``{carry, best, meta}`` per epoch (the newest ``max_to_keep``).
 
@@ -140,6 +164,7 @@ class Checkpoints:
 
         self._ocp = ocp
         self.directory = os.path.abspath(os.fspath(directory))
+        _check_folder(self.directory)
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -154,7 +179,11 @@ class Checkpoints:
     def save(self, epoch: int, carry, best, meta: dict) -> None:
         """Writes checkpoint ``epoch`` (in the background); ``meta`` gets the digests."""
         ocp = self._ocp
-        meta = {**meta, "digest": {"carry": digest(carry), "best": digest(best)}}
+        meta = {
+            **meta,
+            "digest": {"carry": digest(carry), "best": digest(best)},
+            "shapes": signature(carry),
+        }
         self._manager.save(
             epoch,
             args=ocp.args.Composite(
@@ -200,7 +229,10 @@ class Checkpoints:
         """
         self.wait()
         skipped = []
-        for epoch in self.epochs():
+        epochs = self.epochs()
+        if epochs:
+            self._check_shapes(epochs[0], template)
+        for epoch in epochs:
             try:
                 with _quiet_abandoned_reads():
                     found = self._read(epoch, template)
@@ -213,6 +245,30 @@ class Checkpoints:
             detail = "; ".join(f"epoch {e}: {why}" for e, why in skipped)
             raise CheckpointError(f"no intact checkpoint in {self.directory} ({detail})")
         return None
+
+    def _check_shapes(self, epoch: int, template) -> None:
+        """Raises :class:`ShapeMismatch` (checkpoints left where they are) when checkpoint
+        ``epoch`` records leaves of other shapes or dtypes than ``template``'s."""
+        ocp = self._ocp
+        try:
+            with _quiet_abandoned_reads():
+                meta = self._manager.restore(
+                    epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+                ).meta
+        except Exception:  # noqa: BLE001 - an unreadable one is judged by restore itself
+            return
+        stored, now = (meta or {}).get("shapes"), signature(template)
+        if stored is None or stored == now:
+            return
+        diff = next(
+            (f"{a} saved, {b} now" for a, b in zip(stored, now, strict=False) if a != b),
+            f"{len(stored)} arrays saved, {len(now)} now",
+        )
+        raise ShapeMismatch(
+            f"the checkpoints in {self.directory} do not fit this model (first difference: "
+            f"{diff}); were the run's options (config.json) changed? The checkpoints are left "
+            "as they are"
+        )
 
     def _quarantine(self, epochs) -> None:
         """Moves damaged checkpoints to ``<directory>.damaged/`` (kept for inspection, out of

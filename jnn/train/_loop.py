@@ -11,17 +11,16 @@ holds for every mode:
   and on an interrupt. Saves run in the background (see ``_checkpoints``).
 - **Interrupts**: ``KeyboardInterrupt`` (Ctrl-C) or ``SIGTERM`` while the loop runs saves the
   last completed epoch and raises :class:`Interrupted` (a ``KeyboardInterrupt``) naming it.
+  One handler (``jnn._signals``) covers both; a signal that lands while a checkpoint is
+  written waits for the write to complete, so the newest checkpoint is never lost to it.
 - **Resume**: continues from the newest intact checkpoint with its history, best state and
   early-stopping counters, bitwise identically to a run that was never interrupted.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -29,6 +28,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from jnn import _signals
 from jnn.train._checkpoints import Checkpoints
 
 __all__ = [
@@ -57,27 +57,6 @@ class Interrupted(KeyboardInterrupt):
         where = f"; saved epoch {epoch} to {checkpoint_dir}" if checkpoint_dir else ""
         super().__init__(f"training interrupted by {signal_name} after epoch {epoch}{where}")
         self.epoch, self.checkpoint_dir, self.signal_name = epoch, checkpoint_dir, signal_name
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread while the loop runs."""
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts():
-    """While active (main thread only), SIGTERM raises :class:`_Terminated`."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise _Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class EpochOutcome(NamedTuple):
@@ -148,10 +127,11 @@ class CheckpointPolicy(NamedTuple):
         return None if directory is None else cls(directory, every, seconds, resume)
 
 
-def _open(policy: CheckpointPolicy | None) -> Checkpoints | None:
+def _open(policy: CheckpointPolicy | None, gate) -> Checkpoints | None:
     if policy is None:
         return None
-    ckpt = Checkpoints(policy.directory)
+    with gate.protected():
+        ckpt = Checkpoints(policy.directory)
     present = ckpt.epochs()
     if present and not policy.resume:
         ckpt.close()
@@ -195,8 +175,8 @@ class _Saver:
     """Decides when to checkpoint; remembers what was saved last and the last completed
     epoch (what an interrupt saves)."""
 
-    def __init__(self, ckpt, policy, carry, best, meta):
-        self.ckpt, self.policy = ckpt, policy
+    def __init__(self, ckpt, policy, carry, best, meta, gate):
+        self.ckpt, self.policy, self.gate = ckpt, policy, gate
         self.last_epoch, self.last_time = meta.epoch, time.monotonic()
         self.completed = (carry, best, meta)
 
@@ -210,17 +190,21 @@ class _Saver:
         return _agreed(time.monotonic() - self.last_time >= self.policy.seconds)
 
     def save(self, carry, best, meta: LoopMeta) -> None:
-        self.ckpt.save(meta.epoch, carry, best, meta.to_json())
-        self.last_epoch, self.last_time = meta.epoch, time.monotonic()
+        with self.gate.protected():  # a signal landing now acts once this is recorded
+            self.ckpt.save(meta.epoch, carry, best, meta.to_json())
+            self.last_epoch, self.last_time = meta.epoch, time.monotonic()
 
     def interrupted(self, err: KeyboardInterrupt, directory) -> Interrupted:
-        """Saves the last completed epoch (if not saved yet) and describes the interrupt."""
+        """Saves the last completed epoch (if not saved yet), waits until it is on disk, and
+        describes the interrupt."""
+        self.gate.acknowledge()
         carry, best, meta = self.completed
         if self.ckpt is not None:
-            if self.due(meta.epoch, final=True):
-                self.save(carry, best, meta)
-            self.ckpt.wait()
-        name = "SIGTERM" if isinstance(err, _Terminated) else "SIGINT"
+            with self.gate.protected():
+                if self.due(meta.epoch, final=True):
+                    self.ckpt.save(meta.epoch, carry, best, meta.to_json())
+                self.ckpt.wait()
+        name = getattr(err, "signal_name", "SIGINT")
         return Interrupted(meta.epoch, directory if self.ckpt is not None else None, name)
 
 
@@ -259,12 +243,14 @@ def _epochs(mode, saver, epochs, key, patience, bar, on_epoch):
         meta = meta._replace(epoch=meta.epoch + 1, history=(*meta.history, record))
         meta, best = _early_stopping(meta, mode.score(record), patience, carry, best)
         saver.completed = (carry, best, meta)
+        saver.gate.unsaved = saver.ckpt is not None  # on disk only once the files are closed
         bar.update(1)
         bar.set_postfix(_postfix(record))
         if on_epoch is not None:
             on_epoch(record)
         if saver.due(meta.epoch, final=meta.epoch == epochs or meta.stopped is not None):
             saver.save(carry, best, meta)
+        saver.gate.poll()
     return carry, best, meta
 
 
@@ -301,24 +287,27 @@ def run_epochs(
     Raises:
       Interrupted: on Ctrl-C / SIGTERM, after saving the last completed epoch.
     """
-    ckpt = _open(checkpoint)
-    try:
-        best, meta = carry, LoopMeta()
-        if ckpt is not None and checkpoint.resume:
-            carry, best, meta = _resume(ckpt, carry) or (carry, best, meta)
-        saver = _Saver(ckpt, checkpoint, carry, best, meta)
-        if on_start is not None:
-            on_start(list(meta.history))
-        bar = _progress(epochs, min(meta.epoch, epochs), progress)
+    with _signals.guard() as gate:
+        ckpt = _open(checkpoint, gate)
         try:
-            with _sigterm_interrupts():
+            best, meta = carry, LoopMeta()
+            if ckpt is not None and checkpoint.resume:
+                with gate.protected():
+                    carry, best, meta = _resume(ckpt, carry) or (carry, best, meta)
+            saver = _Saver(ckpt, checkpoint, carry, best, meta, gate)
+            if on_start is not None:
+                on_start(list(meta.history))
+            bar = _progress(epochs, min(meta.epoch, epochs), progress)
+            try:
                 carry, best, meta = _epochs(mode, saver, epochs, key, patience, bar, on_epoch)
-        except KeyboardInterrupt as err:
-            raise saver.interrupted(err, checkpoint and checkpoint.directory) from None
+            except KeyboardInterrupt as err:
+                raise saver.interrupted(err, checkpoint and checkpoint.directory) from None
+            finally:
+                bar.close()
         finally:
-            bar.close()
-    finally:
-        if ckpt is not None:
-            ckpt.close()
+            if ckpt is not None:
+                with gate.protected():
+                    ckpt.close()
+                    gate.unsaved = False
     final = best if meta.stopped == "early_stopping" else carry
     return LoopResult(final, best, list(meta.history), meta.stopped, meta.message)

@@ -1,0 +1,57 @@
+"""What ``jnn train`` says (and leaves on disk) when SIGINT or SIGTERM ends it.
+
+The truth is read from the disk, not from the loop's memory: the newest checkpoint is the
+newest ``checkpoint/<epoch>`` folder (Orbax renames a checkpoint to its epoch only once it
+is complete). A run folder this run created and that holds no checkpoint yet is removed
+(nothing was trained that could be kept); a folder that existed before is left as it was.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+from pathlib import Path
+
+__all__ = ["describe", "newest_checkpoint", "resume_command", "startup"]
+
+
+def resume_command(out) -> str:
+    return f"jnn train --out {shlex.quote(str(out))} --resume"
+
+
+def newest_checkpoint(checkpoint_dir) -> int | None:
+    """The newest complete checkpoint's epoch in ``checkpoint_dir``, or ``None``."""
+    path = Path(checkpoint_dir)
+    if not path.is_dir():
+        return None
+    epochs = [int(p.name) for p in path.iterdir() if p.name.isdigit() and p.is_dir()]
+    return max(epochs, default=None)
+
+
+def startup(signal_name: str) -> str:
+    return f"interrupted by {signal_name} during start-up; nothing to save"
+
+
+def describe(folder, out, created: bool):
+    """``describe(signal_name) -> message`` for the run in ``folder`` (``out`` as the user
+    typed it); removes ``folder`` when this run ``created`` it and it holds no checkpoint."""
+
+    def message(signal_name: str) -> str:
+        epoch = newest_checkpoint(folder.checkpoint_dir)
+        if epoch is not None:
+            return (
+                f"interrupted by {signal_name}; epoch {epoch} is saved in {folder.checkpoint_dir}"
+                f"\nresume with: {resume_command(out)}"
+            )
+        if created:
+            shutil.rmtree(folder.path, ignore_errors=True)
+            return (
+                f"interrupted by {signal_name} before the first epoch was saved; nothing to "
+                f"save (removed the new run folder {out})"
+            )
+        return (
+            f"interrupted by {signal_name} before the first epoch was saved; nothing to save "
+            f"in {out}"
+        )
+
+    return message
