@@ -288,6 +288,13 @@ def _output(p):
         "--no-plots", dest="plots", action="store_false", default=S, help="skip the PNG plots"
     )
     o.add_argument(
+        "--no-tensorboard",
+        dest="tensorboard",
+        action="store_false",
+        default=S,
+        help="write no TensorBoard event files",
+    )
+    o.add_argument(
         "--no-cache",
         dest="cache",
         action="store_false",

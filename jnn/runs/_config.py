@@ -113,6 +113,7 @@ class RunConfig:
     progress: bool = True
     plots: bool = True
     cache: bool = True
+    tensorboard: bool = True
 
     # ------------------------------------------------------------------ building
 
@@ -283,6 +284,7 @@ RUN_DEFINING = tuple(
         "progress",
         "plots",
         "cache",
+        "tensorboard",
         "devices",
         "coordinator",
         "num_processes",

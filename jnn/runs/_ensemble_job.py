@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from jnn.runs import _builders
+from jnn.runs import _builders, _events
 from jnn.runs._config import SWEEPABLE, RunConfig
 
 __all__ = ["finish", "fit", "member_table"]
@@ -92,6 +92,7 @@ def fit(config: RunConfig, setup, folder, resume: bool, echo, callbacks):
         ema=config.ema,
         snapshots=config.snapshots,
         on_epoch=lambda r: on_epoch(r, _epoch_line(r, config.epochs)),
+        tensorboard_dir=_events.tensorboard_dir(config, folder),
         **loop_options(config, setup, folder, resume, on_start),
     )
 

@@ -103,6 +103,8 @@ class RunFolder:
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
         for name in ("config.json", "metrics.jsonl", "summary.json", "report.md"):
             (self.path / name).unlink(missing_ok=True)
+        for events in [*self.path.glob("events.out.tfevents.*"), *self.path.glob("member_*")]:
+            shutil.rmtree(events) if events.is_dir() else events.unlink(missing_ok=True)
 
     def load_config(self) -> dict:
         return json.loads((self.path / "config.json").read_text())
@@ -187,6 +189,8 @@ class RunFolder:
             "- `metrics.jsonl`: one JSON record per epoch",
             "- `summary.json`: test accuracy, diagnostics, activation statistics, timings",
             f"- `checkpoint/`: the orbax checkpoint (`jnn train --out {self.path} --resume`)",
+            "- `events.out.tfevents.*` (and `member_*/` of an ensemble): TensorBoard event "
+            f"files (`tensorboard --logdir {self.path.parent}`)",
             "",
         ]
         (self.path / "report.md").write_text("\n".join(lines))

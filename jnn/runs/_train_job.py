@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from jnn.runs import _builders
+from jnn.runs import _builders, _events
 from jnn.runs._config import RunConfig
 from jnn.runs._folder import RunFolder
 
@@ -165,6 +165,7 @@ def _fit_single(config: RunConfig, setup: Setup, folder: RunFolder, resume, echo
         step_options=_step_options(config, schedule),
         learning_rate=schedule,
         on_epoch=on_epoch,
+        tensorboard_dir=_events.tensorboard_dir(config, folder),
         **loop_options(config, setup, folder, resume, on_start),
     )
 
@@ -272,6 +273,7 @@ def _write_out(config, folder, summary, plots, tables, result, clock):
             f"{pct(last.get('train_acc'))}, validation accuracy {pct(last.get('val_acc'))}."
         )
     folder.write_report(config, summary, plots, tables)
+    _events.write_final(config, folder, summary, plots)
     clock.lap("write")
     summary["timings"] = dict(clock.timings)
     folder.write_summary(summary)
@@ -306,6 +308,7 @@ def _run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock):
     folder.create()
     folder.save_config(config)
     echo(_header(config, setup, folder))
+    _events.announce(config, echo)
     if config.num_members > 1:
         from jnn.runs import _ensemble_job
 
