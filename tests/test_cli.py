@@ -87,6 +87,38 @@ def test_train_end_to_end_writes_the_run_folder(small_run):
     assert set(summary["timings"]) >= {"imports", "data", "compile", "train", "evaluate", "write"}
 
 
+def test_train_writes_tensorboard_event_files(small_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, out, _ = small_run
+    acc = EventAccumulator(str(out), size_guidance={"scalars": 0, "images": 0, "histograms": 0})
+    acc.Reload()
+    records = _records(out)
+    for tag, key in (("loss/train", "train_loss"), ("accuracy/val", "val_acc")):
+        got = [(e.step, e.value) for e in acc.Scalars(tag)]
+        assert got == [(r["epoch"], pytest.approx(r[key])) for r in records]
+    assert [e.step for e in acc.Scalars("update_ratio/dense_0/w")] == [1, 2]
+    assert [e.step for e in acc.Histograms("weights/dense_0/w")] == [1, 2]
+    assert [e.step for e in acc.Histograms("activations/relu_1")] == [1, 2]
+    summary = json.loads((out / "summary.json").read_text())
+    assert acc.Scalars("test/accuracy")[-1].value == pytest.approx(summary["test_accuracy"])
+    for png in ("loss", "accuracy", "update_ratio", "activations", "first_layer"):
+        (image,) = acc.Images(f"figures/{png}")
+        assert image.encoded_image_string == (out / f"{png}.png").read_bytes()
+    assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
+
+
+def test_no_tensorboard_and_a_missing_writer_write_no_events(tmp_path, monkeypatch):
+    rc, text = _train(*SMALL, "--no-plots", "--no-tensorboard", "--out", str(tmp_path / "off"))
+    assert rc == 0 and "TensorBoard" not in text
+    assert not list((tmp_path / "off").glob("events.out.tfevents.*"))
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # not installed
+    rc, text = _train(*SMALL, "--no-plots", "--out", str(tmp_path / "missing"))
+    assert rc == 0 and "test accuracy" in text
+    assert text.count("tensorboardX is not installed (pip install tensorboardX)") == 1
+    assert not list((tmp_path / "missing").glob("events.out.tfevents.*"))
+
+
 def test_train_prints_epoch_lines_diagnostics_and_test_accuracy(small_run):
     _, out, text = small_run
     assert "epoch   1/2" in text and "epoch   2/2" in text
@@ -314,3 +346,16 @@ def test_ensemble_sweep_end_to_end(tmp_path):
     report = (out / "report.md").read_text()
     assert "## Members" in report and "step " in report and "![reliability]" in report
     assert (out / "reliability.png").exists()
+    # TensorBoard: the ensemble's series, and one run per member with its swept lr.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    for k, row in enumerate(rows):
+        acc = EventAccumulator(str(out / f"member_{k}"))
+        acc.Reload()
+        if row["diverged"] is None:  # a diverged member's losses are NaN: no points
+            assert [e.step for e in acc.Scalars("loss/train")] == [1, 2, 3]
+        content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+        hp = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+        assert hp["lr"].number_value == pytest.approx(row["lr"])
+        assert acc.Scalars("test/accuracy")[-1].value == pytest.approx(row["test_accuracy"])
