@@ -205,3 +205,15 @@ def test_train_run_from_python(tmp_path):
     assert lines[-1].startswith("test accuracy")
     with pytest.raises(ValueError, match="already holds a run"):
         runs.train_run(config, echo=lines.append)
+
+
+def test_a_data_file_run_records_its_source_not_a_builtin_dataset():
+    config = RunConfig.from_options(data="my.npz")
+    assert config.to_json()["dataset"] is None and config.to_json()["data"] == "my.npz"
+    assert RunConfig.from_json(config.to_json()) == config
+    # a folder written before this rule stored the unused default
+    assert RunConfig.from_json({**config.to_json(), "dataset": "digits"}) == config
+    with pytest.raises(ValueError, match="name two data sources; give one"):
+        RunConfig.from_options(data="my.npz", dataset="mnist1d")
+    assert runs._job.default_out(config).startswith("runs/my-mlp-")
+    assert RunConfig.from_options().dataset == "digits"

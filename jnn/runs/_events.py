@@ -37,11 +37,20 @@ def tensorboard_dir(config: RunConfig, folder):
 def write_final(config: RunConfig, folder, summary: dict, plots: dict) -> None:
     """The figures as images, the run-defining options as hyperparameters, ``test/accuracy``
     and ``test/loss`` (an ensemble's members: theirs in their sub-folders)."""
-    import jnn.tensorboard as tb
-
     logdir = tensorboard_dir(config, folder)
     if logdir is None:
         return
+    try:
+        _write_final(logdir, config, folder, summary, plots)
+    except Exception as err:  # noqa: BLE001 - the run's results are written already
+        import logging
+
+        logging.getLogger("jnn").warning("TensorBoard: the final figures were not written: %s", err)
+
+
+def _write_final(logdir, config, folder, summary, plots) -> None:
+    import jnn.tensorboard as tb
+
     step = summary.get("epochs_run", 0)
     tb.write_figures(logdir, {name: folder.path / file for name, file in plots.items()})
     options = config.to_json()

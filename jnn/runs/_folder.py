@@ -37,6 +37,15 @@ def jsonable(value):
     return value
 
 
+def _is_run_config(path: Path) -> bool:
+    """Whether ``path`` is a ``config.json`` that jnn wrote (not a file of the user's)."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(stored, dict) and {"model", "optimizer", "widths", "epochs"} <= set(stored)
+
+
 def _primary() -> bool:
     """Process 0 of a multi-process run, or the only process (JAX is not consulted before
     ``jax.distributed`` is initialised, so this never starts JAX's backend early)."""
@@ -76,8 +85,26 @@ class RunFolder:
         return (self.path / "checkpoint").absolute()
 
     def holds_run(self) -> bool:
-        """Whether a run already lives here (a config or a checkpoint folder)."""
-        return (self.path / "config.json").exists() or self.checkpoint_dir.exists()
+        """Whether a run worth protecting lives here: a finished run (``summary.json``), one
+        with a checkpoint of a completed epoch, or a ``config.json`` that is not jnn's. A
+        folder left by a start that failed before its first checkpoint is not one: the same
+        command starts again in it."""
+        if (self.path / "summary.json").exists() or self.has_checkpoint():
+            return True
+        config = self.path / "config.json"
+        return config.exists() and not _is_run_config(config)
+
+    def has_checkpoint(self) -> bool:
+        """Whether ``checkpoint/`` holds a checkpoint of a completed epoch."""
+        if not self.checkpoint_dir.is_dir() or not any(self.checkpoint_dir.iterdir()):
+            return False
+        from jnn.train._checkpoints import Checkpoints
+
+        ckpt = Checkpoints(self.checkpoint_dir)
+        try:
+            return bool(ckpt.epochs())
+        finally:
+            ckpt.close()
 
     def check_writable(self) -> None:
         """Raises ``OSError`` unless the folder (or its nearest existing parent) is writable;

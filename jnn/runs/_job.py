@@ -31,7 +31,8 @@ class RunOutcome(NamedTuple):
 
 
 def default_out(config: RunConfig) -> str:
-    return f"runs/{config.dataset}-{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    source = config.dataset or Path(config.data).stem
+    return f"runs/{source}-{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def resume_config(out, explicit: dict) -> RunConfig:
@@ -92,12 +93,11 @@ def _prepare_folder(config: RunConfig, resume: bool, overwrite: bool) -> RunFold
     folder = RunFolder(config.out)
     folder.check_writable()
     if resume:
-        from jnn.train._checkpoints import Checkpoints
-
-        if not folder.checkpoint_dir.exists() or not Checkpoints(folder.checkpoint_dir).epochs():
+        if not folder.has_checkpoint():
             raise ValueError(
                 f"--resume: {str(folder.path)!r} has no checkpoint to resume (the run stopped "
-                "before its first checkpoint was written); start it again with --overwrite"
+                "before its first checkpoint was written); start it again with the command "
+                "that created it, without --resume (the folder is reused)"
             )
     elif folder.holds_run():
         if not overwrite:

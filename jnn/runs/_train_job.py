@@ -103,7 +103,7 @@ def _callbacks(config, folder, echo, mesh=None):
     epoch line ends with the mesh)."""
     from jnn.runs._job import format_epoch
 
-    above_bar = config.progress
+    above_bar = show_progress(config)
 
     def on_start(history):
         folder.write_metrics(history)
@@ -128,6 +128,14 @@ def _above_bar(echo, line):
         echo(line)
 
 
+def show_progress(config: RunConfig) -> bool:
+    """The progress bar only on a terminal: in a log (stderr redirected) its ``\\r`` frames
+    would be noise, and the line per epoch says it all."""
+    import sys
+
+    return config.progress and sys.stderr.isatty()
+
+
 def loop_options(config: RunConfig, setup: Setup, folder: RunFolder, resume, on_start) -> dict:
     """The epoch loop's keywords every run passes to ``fit``: checkpoints in the run folder,
     resume, early stopping, progress, the mesh."""
@@ -137,7 +145,7 @@ def loop_options(config: RunConfig, setup: Setup, folder: RunFolder, resume, on_
         checkpoint_seconds=config.checkpoint_seconds,
         resume=resume,
         patience=config.patience,
-        progress=config.progress,
+        progress=show_progress(config),
         on_start=on_start,
         mesh=setup.mesh,
     )
@@ -253,12 +261,27 @@ def _finish_single(config, setup, folder, result, clock):
     return summary, plots, []
 
 
+def _split_fit(timings: dict, compile_seconds: float, train_seconds: float) -> None:
+    """``fit``'s wall time as ``compile``, ``train`` (the epochs themselves: the headline's
+    "s of training") and ``loop`` (the rest: parameters initialised, data put on the device,
+    checkpoints saved and waited for, per-epoch records and logs)."""
+    fit = timings.get("fit", 0.0)
+    parts = {
+        "compile": compile_seconds,
+        "train": train_seconds,
+        "loop": max(fit - compile_seconds - train_seconds, 0.0),
+    }
+    ordered = {}
+    for phase, seconds in timings.items():  # in the order of the phases
+        ordered.update(parts if phase == "fit" else {phase: seconds})
+    timings.clear()
+    timings.update(ordered)
+
+
 def _write_out(config, folder, summary, plots, tables, result, clock):
-    fit_timings = result.timings or {}
-    clock.timings["compile"] = fit_timings.get("compile", 0.0)
-    clock.timings["train"] = clock.timings.pop("fit", 0.0) - clock.timings["compile"]
     history = result.history
     train_seconds = sum(r.get("seconds", 0.0) for r in history)
+    _split_fit(clock.timings, (result.timings or {}).get("compile", 0.0), train_seconds)
     summary["train_seconds"] = train_seconds
     summary["headline"] = (
         f"**Test accuracy: {100 * summary['test_accuracy']:.2f}%** (test loss "
