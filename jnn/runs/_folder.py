@@ -162,7 +162,21 @@ class RunFolder:
         (self.path / "summary.json").write_text(json.dumps(jsonable(summary), indent=2) + "\n")
 
     @_primary_only(otherwise=dict)
-    def write_plots(self, history, stats, params, image_shape, reliability=None) -> dict:
+    def write_history_plots(self, history) -> dict:
+        """The figures drawn from the history alone (loss, accuracy, update ratio); returns
+        ``{name: path}``. A run draws them while it evaluates (see ``_overlap``)."""
+        import jnn.plots as plots
+
+        return {
+            "loss": plots.loss_curve(history, self.path / "loss.png"),
+            "accuracy": plots.accuracy_curve(history, self.path / "accuracy.png"),
+            "update_ratio": plots.update_ratio_curve(history, self.path / "update_ratio.png"),
+        }
+
+    @_primary_only(otherwise=dict)
+    def write_plots(
+        self, history, stats, params, image_shape, reliability=None, drawn=None
+    ) -> dict:
         """Writes the babysitting figures; returns ``{name: file name}``.
 
         Args:
@@ -171,13 +185,12 @@ class RunFolder:
           params: the final params (the first layer's weights are drawn).
           image_shape: the inputs' spatial layout, or ``None``.
           reliability: optional ``(probs, labels)`` for the reliability diagram.
+          drawn: :meth:`write_history_plots`' result when already drawn.
         """
         import jnn.plots as plots
 
         written = {
-            "loss": plots.loss_curve(history, self.path / "loss.png"),
-            "accuracy": plots.accuracy_curve(history, self.path / "accuracy.png"),
-            "update_ratio": plots.update_ratio_curve(history, self.path / "update_ratio.png"),
+            **(drawn if drawn is not None else self.write_history_plots(history)),
             "activations": plots.activation_histograms(stats, self.path / "activations.png"),
         }
         first = plots.first_layer(params, self.path / "first_layer.png", image_shape=image_shape)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from jnn.runs import _builders, _events
+from jnn.runs import _builders, _events, _overlap
 from jnn.runs._config import RunConfig
 from jnn.runs._folder import RunFolder
 
@@ -240,6 +240,7 @@ def _finish_single(config, setup, folder, result, clock):
     import jnn.monitor
     import jnn.train
 
+    drawing = _overlap.HistoryPlots(config, folder, result.history)
     state = result.state
     test = jnn.train.evaluate(
         setup.model, state.params, state.model_state, setup.ds.x_test, setup.ds.y_test, setup.loss
@@ -257,7 +258,9 @@ def _finish_single(config, setup, folder, result, clock):
     }
     plots = {}
     if config.plots:
-        plots = folder.write_plots(history, stats, state.params, setup.ds.image_shape)
+        plots = folder.write_plots(
+            history, stats, state.params, setup.ds.image_shape, drawn=drawing.result()
+        )
     return summary, plots, []
 
 
@@ -327,6 +330,7 @@ def _silent(*_) -> None:
 def _run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock):
     from jnn.runs._job import RunOutcome
 
+    _overlap.preload(config)
     setup = _setup(config, clock)
     folder.create()
     folder.save_config(config)
