@@ -98,17 +98,26 @@ def record_scalars(record: dict) -> dict:
     return {tag: float(v) for tag, v in out.items() if _finite(v)}
 
 
+HISTOGRAM_VALUES = 1 << 15  # values per histogram at most (an even stride through the rest)
+
+
+def _sampled(values) -> np.ndarray:
+    """``values`` flattened, thinned by an even stride to at most ``HISTOGRAM_VALUES`` (the
+    histogram's shape is kept; its count and sum are then those of the sample)."""
+    flat = np.asarray(values).ravel()
+    stride = -(-flat.size // HISTOGRAM_VALUES)
+    return np.asarray(flat[::stride], np.float64)
+
+
 def _histograms(writer, step, params, activations) -> None:
     from jnn import _tree
 
-    for name, leaf in _tree.named_leaves(params).items():
-        values = np.asarray(leaf, np.float64).ravel()
-        if values.size and np.isfinite(values).all():
-            writer.add_histogram(f"weights/{name}", values, step)
-    for name, values in (activations or {}).items():
-        values = np.asarray(values, np.float64).ravel()
-        if values.size and np.isfinite(values).all():
-            writer.add_histogram(f"activations/{name}", values, step)
+    groups = (("weights", _tree.named_leaves(params)), ("activations", activations or {}))
+    for group, named in groups:
+        for name, leaf in named.items():
+            values = _sampled(leaf)
+            if values.size and np.isfinite(values).all():
+                writer.add_histogram(f"{group}/{name}", values, step)
 
 
 # ----------------------------------------------------------------------------- hparams
