@@ -85,6 +85,113 @@ def test_train_end_to_end_writes_the_run_folder(small_run):
     assert summary["test_accuracy"] > 0.5  # two epochs of a 16-unit MLP beat chance (10%) by far
     assert f"{100 * summary['test_accuracy']:.2f}%" in report
     assert set(summary["timings"]) >= {"imports", "data", "compile", "train", "evaluate", "write"}
+    # The headline's seconds of training are --profile's "train" (the epochs themselves);
+    # the rest of the epoch loop is "loop".
+    assert summary["timings"]["train"] == summary["train_seconds"] > 0
+    assert summary["timings"]["loop"] >= 0
+    assert f"{summary['train_seconds']:.1f} s of training" in summary["headline"]
+
+
+def test_train_writes_tensorboard_event_files(small_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, out, _ = small_run
+    acc = EventAccumulator(str(out), size_guidance={"scalars": 0, "images": 0, "histograms": 0})
+    acc.Reload()
+    records = _records(out)
+    for tag, key in (("loss/train", "train_loss"), ("accuracy/val", "val_acc")):
+        got = [(e.step, e.value) for e in acc.Scalars(tag)]
+        assert got == [(r["epoch"], pytest.approx(r[key])) for r in records]
+    assert [e.step for e in acc.Scalars("update_ratio/dense_0/w")] == [1, 2]
+    assert [e.step for e in acc.Histograms("weights/dense_0/w")] == [1, 2]
+    assert [e.step for e in acc.Histograms("activations/relu_1")] == [1, 2]
+    summary = json.loads((out / "summary.json").read_text())
+    assert acc.Scalars("test/accuracy")[-1].value == pytest.approx(summary["test_accuracy"])
+    for png in ("loss", "accuracy", "update_ratio", "activations", "first_layer"):
+        (image,) = acc.Images(f"figures/{png}")
+        assert image.encoded_image_string == (out / f"{png}.png").read_bytes()
+    assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
+
+
+def test_no_tensorboard_and_a_missing_writer_write_no_events(tmp_path, monkeypatch):
+    rc, text = _train(*SMALL, "--no-plots", "--no-tensorboard", "--out", str(tmp_path / "off"))
+    assert rc == 0 and "TensorBoard" not in text
+    assert not list((tmp_path / "off").glob("events.out.tfevents.*"))
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # not installed
+    rc, text = _train(*SMALL, "--no-plots", "--out", str(tmp_path / "missing"))
+    assert rc == 0 and "test accuracy" in text
+    assert text.count("tensorboardX is not installed (pip install tensorboardX)") == 1
+    assert not list((tmp_path / "missing").glob("events.out.tfevents.*"))
+
+
+def test_a_finished_no_plots_run_gets_its_figures_with_resume_plots(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(*SMALL, "--no-plots", "--no-tensorboard", "--out", str(out))[0] == 0
+    assert not list(out.glob("*.png")) and "\r" not in capsys.readouterr().err  # no bar in a log
+    records = _records(out)
+    rc, text = _train("--out", str(out), "--resume", "--plots", "--no-progress")
+    assert rc == 0, text
+    assert "resuming after epoch 2" in text and "epoch   2/2" not in text  # not trained again
+    assert _records(out) == records
+    for png in ("loss", "accuracy", "update_ratio", "activations", "first_layer"):
+        assert (out / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![loss](loss.png)" in (out / "report.md").read_text()
+
+
+def test_a_failed_start_is_retried_by_the_same_command(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [*SMALL, "--no-plots", "--no-tensorboard", "--out", str(out)]
+    # What a start that failed before its first checkpoint leaves: its config, no epoch.
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"model": "mlp", "optimizer": "adam",
+                                                 "widths": [16], "epochs": 2}))  # fmt: skip
+    (out / "checkpoint").mkdir()
+    assert cli.main(["train", "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "has no checkpoint to resume" in err and "without --resume" in err
+    assert "--overwrite" not in err
+    rc, text = _train(*argv)
+    assert rc == 0, text
+    assert [r["epoch"] for r in _records(out)] == [1, 2]
+    # A finished run is still protected.
+    assert cli.main(["train", *argv]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_an_unknown_option_prints_the_usage_of_jnn_train(capsys):
+    assert cli.main(["train", "--widths", "16", "--bogus", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: jnn train ") and "--lr LR" in err
+    assert err.strip().endswith("jnn train: error: unrecognized arguments: --bogus 3")
+    assert cli.main(["--bogus"]) == 2
+    assert capsys.readouterr().err.startswith("usage: jnn [-h]")
+
+
+@pytest.mark.parametrize(
+    ("option", "example"),
+    [("--lr", "1e-3,1e-2"), ("--widths", "256,256"), ("--dropout", "0.1,0.3"),
+     ("--l2", "0,1e-4"), ("--momentum", "0.9,0.99"), ("--weight-decay", "1e-4,1e-3")],
+)  # fmt: skip
+def test_a_bad_list_shows_an_example_of_its_own_kind(capsys, option, example):
+    assert cli.main(["train", option, "1,,2"]) == 2
+    assert f"with no empty entry (like {example}), got '1,,2'" in capsys.readouterr().err
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch):
+    from jnn.runs import RunConfig
+    from jnn.runs._train_job import show_progress
+
+    class Stream:
+        def __init__(self, tty):
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+
+    for tty in (True, False):
+        monkeypatch.setattr(sys, "stderr", Stream(tty))
+        assert show_progress(RunConfig.from_options()) is tty
+        assert show_progress(RunConfig.from_options(progress=False)) is False
 
 
 def test_train_prints_epoch_lines_diagnostics_and_test_accuracy(small_run):
@@ -406,3 +513,16 @@ def test_ensemble_sweep_end_to_end(tmp_path):
     report = (out / "report.md").read_text()
     assert "## Members" in report and "step " in report and "![reliability]" in report
     assert (out / "reliability.png").exists()
+    # TensorBoard: the ensemble's series, and one run per member with its swept lr.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    for k, row in enumerate(rows):
+        acc = EventAccumulator(str(out / f"member_{k}"))
+        acc.Reload()
+        if row["diverged"] is None:  # a diverged member's losses are NaN: no points
+            assert [e.step for e in acc.Scalars("loss/train")] == [1, 2, 3]
+        content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+        hp = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+        assert hp["lr"].number_value == pytest.approx(row["lr"])
+        assert acc.Scalars("test/accuracy")[-1].value == pytest.approx(row["test_accuracy"])

@@ -5,6 +5,7 @@ Python."""
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -228,3 +229,16 @@ def test_a_float16_stop_names_float16_underflow():
 
     assert "float16 underflow" in _non_finite_cause("float16")
     assert "learning rate" in _non_finite_cause("float32")
+
+
+def test_a_data_file_run_records_its_source_not_a_builtin_dataset():
+    config = RunConfig.from_options(data="my.npz")
+    stored = config.to_json()
+    assert stored["dataset"] is None and stored["data"] == str(Path("my.npz").resolve())
+    assert RunConfig.from_json(config.to_json()) == config
+    # a folder written before this rule stored the unused default
+    assert RunConfig.from_json({**config.to_json(), "dataset": "digits"}) == config
+    with pytest.raises(ValueError, match="name two data sources; give one"):
+        RunConfig.from_options(data="my.npz", dataset="mnist1d")
+    assert runs._job.default_out(config).startswith("runs/my-mlp-")
+    assert RunConfig.from_options().dataset == "digits"

@@ -52,6 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv):
+    """Parses ``argv``; an unknown option is reported with the usage of its command (``jnn
+    train``'s), not the top-level one."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        command = commands.choices.get(args.command, parser)
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def main(argv=None) -> int:
     """Entry point of the ``jnn`` command; returns the exit code.
 
@@ -77,7 +88,7 @@ def _interrupts_startup(signal_name: str) -> str:
 def _main(argv, gate=None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = _parse(parser, argv)
     except SystemExit as exit_:  # --help, or a usage error argparse already printed
         return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 2
     if args.command is None:

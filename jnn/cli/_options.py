@@ -68,22 +68,24 @@ def unit_interval(text):
     return value
 
 
-def _comma_list(text, item, what):
+def _comma_list(text, item, what, example=None):
     parts = [p.strip() for p in text.split(",")]
     if not text.strip() or any(not p for p in parts):
+        like = f" (like {example})" if example else ""
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated {what} with no empty entry (like 256,256), got {text!r}"
+            f"expected comma-separated {what} with no empty entry{like}, got {text!r}"
         )
     return tuple(item(p) for p in parts)
 
 
 def widths(text):
-    return _comma_list(text, positive_int, "positive integers")
+    return _comma_list(text, positive_int, "positive integers", "256,256")
 
 
-def list_of(item, what):
-    """A comma list of ``item`` values: one value, or a sweep (one ensemble member each)."""
-    return lambda text: _comma_list(text, item, what)
+def list_of(item, what, example=None):
+    """A comma list of ``item`` values: one value, or a sweep (one ensemble member each);
+    ``example`` is a valid list shown in the error message."""
+    return lambda text: _comma_list(text, item, what, example)
 
 
 def _data_and_model(p, examples=True):
@@ -130,7 +132,7 @@ def _model(p):
     g.add_argument("--norm", choices=NORMS, default=S, help="normalisation after each layer")
     g.add_argument(
         "--dropout",
-        type=list_of(unit_interval, "drop rates"),
+        type=list_of(unit_interval, "drop rates", "0.1,0.3"),
         default=S,
         help="drop probability after each hidden layer (MLP, 0.2) or before the "
         "classifier (CNN, 0.3); a comma list is a sweep",
@@ -171,19 +173,19 @@ def _optimisation(p):
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=S, help="(adam)")
     g.add_argument(
         "--lr",
-        type=list_of(positive_float, "learning rates"),
+        type=list_of(positive_float, "learning rates", "1e-3,1e-2"),
         default=S,
         help="peak learning rate (default 3e-3 adam-like, 0.1 sgd, 0.05 momentum)",
     )
     g.add_argument(
         "--momentum",
-        type=list_of(unit_interval, "momentums"),
+        type=list_of(unit_interval, "momentums", "0.9,0.99"),
         default=S,
         help="momentum (momentum, nesterov, rmsprop) or Adam's b1 (0.9)",
     )
     g.add_argument(
         "--weight-decay",
-        type=list_of(nonneg_float, "weight decays"),
+        type=list_of(nonneg_float, "weight decays", "1e-4,1e-3"),
         default=S,
         help="decoupled weight decay of adamw (1e-4)",
     )
@@ -197,7 +199,7 @@ def _optimisation(p):
     g.add_argument("--epochs", type=positive_int, default=S, help="epochs (default mlp 30, cnn 20)")
     g.add_argument(
         "--l2",
-        type=list_of(nonneg_float, "L2 strengths"),
+        type=list_of(nonneg_float, "L2 strengths", "0,1e-4"),
         default=S,
         help="L2 strength (weights only)",
     )
@@ -301,6 +303,21 @@ def _output(p):
         "--no-plots", dest="plots", action="store_false", default=S, help="skip the PNG plots"
     )
     o.add_argument(
+        "--plots",
+        dest="plots",
+        action="store_true",
+        default=S,
+        help="draw the PNG plots (the default; with --resume, e.g. to draw a finished "
+        "--no-plots run's figures: `jnn train --out DIR --resume --plots`)",
+    )
+    o.add_argument(
+        "--no-tensorboard",
+        dest="tensorboard",
+        action="store_false",
+        default=S,
+        help="write no TensorBoard event files",
+    )
+    o.add_argument(
         "--no-cache",
         dest="cache",
         action="store_false",
@@ -328,8 +345,8 @@ def add_check_options(p) -> None:
     _data_and_model(p, examples=False)
     g = p.add_argument_group("checks")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=S, help="optimizer for overfitting")
-    g.add_argument("--lr", type=list_of(positive_float, "learning rates"), default=S)
-    g.add_argument("--l2", type=list_of(nonneg_float, "L2 strengths"), default=S)
+    g.add_argument("--lr", type=list_of(positive_float, "learning rates", "1e-3,1e-2"), default=S)
+    g.add_argument("--l2", type=list_of(nonneg_float, "L2 strengths", "0,1e-4"), default=S)
     g.add_argument(
         "--examples",
         type=positive_int,

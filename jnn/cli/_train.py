@@ -38,6 +38,10 @@ def _print_profile(summary) -> None:
     for phase, seconds in timings.items():
         print(f"  {phase:<9} {seconds:7.2f} s  {100 * seconds / max(total, 1e-9):5.1f}%")
     print(f"  {'total':<9} {total:7.2f} s")
+    print(
+        "  (train: the epochs themselves, as in the headline; loop: the rest of the epoch "
+        "loop: initialisation, data to the device, checkpoints, per-epoch records)"
+    )
 
 
 def cmd_train(args) -> int:

@@ -35,6 +35,7 @@ import optax
 from jnn import _memo
 from jnn import data as _data
 from jnn import losses as _losses
+from jnn import tensorboard as _tensorboard
 from jnn._keys import as_keys
 from jnn.ensemble import _evaluate, _hparams
 from jnn.ensemble._members import map_members
@@ -233,6 +234,8 @@ def _member_rows(summary, val, bad, lrs):
                 "val_loss": None if val is None else val["member_loss"][k],
                 "val_acc": None if val is None else val["member_acc"][k],
                 "learning_rate": lrs[k],
+                "update_ratio": {n: v[k] for n, v in summary["update_ratio"].items()},
+                "grad_norm": {n: v[k] for n, v in summary["grad_norm"].items()},
                 "diverged_at": None if bad[k] < 0 else int(bad[k]),
             }
         )
@@ -467,6 +470,7 @@ def fit(
     on_start: Callable | None = None,
     mesh=None,
     fsdp: bool = False,
+    tensorboard_dir=None,
 ) -> EnsembleFitResult:
     """Trains ``K`` members in one compiled program per epoch (see the module docstring).
 
@@ -497,6 +501,9 @@ def fit(
         ``"ensemble"``, every global batch over ``"data"``, as in ``jnn.train.fit``. ``K``
         must divide by the ensemble axis and ``batch_size`` by the data axis.
       fsdp: also split each member's params / optimizer state on the data axis.
+      tensorboard_dir: TensorBoard event files as for ``jnn.train.fit``: the ensemble's
+        series there, each member's series, histograms and hyperparameters in its
+        sub-folder (``jnn.tensorboard.member_dir``).
 
     Returns:
       :class:`EnsembleFitResult`.
@@ -541,17 +548,33 @@ def fit(
         snapshots,
         epochs,
     )
-    result = _loop.run_epochs(
-        mode,
-        carry,
-        epochs=epochs,
-        key=run_keys[0],
-        checkpoint=_loop.CheckpointPolicy.of(
-            checkpoint_dir, checkpoint_every, checkpoint_seconds, resume
-        ),
-        patience=patience,
-        progress=progress,
-        on_epoch=on_epoch,
-        on_start=on_start,
+    epoch_log = _tensorboard.open_log(
+        tensorboard_dir,
+        model,
+        (val_data or (x, y))[0],
+        members=member_keys.shape[0],
+        member_hparams=_member_hparams(hp, member_keys.shape[0]),
     )
+    try:
+        result = _loop.run_epochs(
+            _tensorboard.watched(mode, epoch_log, lambda c: (c.state.params, c.state.model_state)),
+            carry,
+            epochs=epochs,
+            key=run_keys[0],
+            checkpoint=_loop.CheckpointPolicy.of(
+                checkpoint_dir, checkpoint_every, checkpoint_seconds, resume
+            ),
+            patience=patience,
+            progress=progress,
+            on_epoch=on_epoch,
+            on_start=on_start,
+        )
+    finally:
+        if epoch_log is not None:
+            epoch_log.close()
     return _result(model, result, mode.timings, hp, ema, x)
+
+
+def _member_hparams(hp, k) -> list[dict]:
+    """Each member's hyperparameters (its TensorBoard HParams)."""
+    return [{"member": m, **_hparams.member_values(hp, m)} for m in range(k)]

@@ -68,8 +68,8 @@ class RunConfig:
     ``None`` means "the default for this model/optimizer"; :meth:`filled` resolves those.
     """
 
-    # data
-    dataset: str = "digits"
+    # data (``dataset`` is ``None`` when ``data`` names a file)
+    dataset: str | None = "digits"
     data: str | None = None
     classes: int = 1000
     examples: int = 4096
@@ -115,6 +115,7 @@ class RunConfig:
     progress: bool = True
     plots: bool = True
     cache: bool = True
+    tensorboard: bool = True
 
     # ------------------------------------------------------------------ building
 
@@ -127,7 +128,7 @@ class RunConfig:
         options = {
             k: _as_tuple(v) if k in SWEEPABLE or k == "widths" else v for k, v in options.items()
         }
-        return cls(**options).filled()
+        return cls(**_data_source(options)).filled()
 
     def filled(self) -> RunConfig:
         """Resolves the model- and optimizer-dependent defaults (and makes ``data`` an
@@ -159,6 +160,8 @@ class RunConfig:
     def check(self) -> None:
         """Raises ``ValueError`` naming the first option that is out of range."""
         for name, choices in _CHOICES.items():
+            if name == "dataset" and self.data is not None:
+                continue  # a --data run has no built-in data set (recorded as null)
             if getattr(self, name) not in choices:
                 raise ValueError(
                     f"--{_flag(name)} must be one of {choices}, got {getattr(self, name)!r}"
@@ -246,7 +249,10 @@ class RunConfig:
     @classmethod
     def from_json(cls, stored: dict) -> RunConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls.from_options(**{k: v for k, v in stored.items() if k in known})
+        stored = {k: v for k, v in stored.items() if k in known}
+        if stored.get("data") is not None:  # older folders stored the unused default dataset
+            stored["dataset"] = None
+        return cls.from_options(**stored)
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
@@ -295,6 +301,7 @@ RUN_DEFINING = tuple(
         "progress",
         "plots",
         "cache",
+        "tensorboard",
         "devices",
         "coordinator",
         "num_processes",
@@ -302,6 +309,19 @@ RUN_DEFINING = tuple(
         "coordinator_timeout",
     )
 )
+
+
+def _data_source(options: dict) -> dict:
+    """A ``data`` file replaces the built-in data set: ``dataset`` is recorded as ``None``
+    (``"dataset": null`` in ``config.json``), and naming both is refused."""
+    if options.get("data") is None:
+        return options
+    if options.get("dataset") is not None:
+        raise ValueError(
+            f"--data {options['data']} and --dataset {options['dataset']} name two data "
+            "sources; give one"
+        )
+    return {**options, "dataset": None}
 
 
 def _epochs_hint(stored, candidate, diff) -> str:

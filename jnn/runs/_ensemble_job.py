@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from jnn.runs import _builders
+from jnn.runs import _builders, _events, _overlap
 from jnn.runs._config import SWEEPABLE, RunConfig
 
 __all__ = ["finish", "fit", "member_table"]
@@ -92,6 +92,7 @@ def fit(config: RunConfig, setup, folder, resume: bool, echo, callbacks):
         ema=config.ema,
         snapshots=config.snapshots,
         on_epoch=lambda r: on_epoch(r, _epoch_line(r, config.epochs)),
+        tensorboard_dir=_events.tensorboard_dir(config, folder),
         **loop_options(config, setup, folder, resume, on_start),
     )
 
@@ -219,6 +220,7 @@ def finish(config, setup, folder, result, clock):
     from jnn.runs._train_job import ACTIVATION_SAMPLE, run_summary
 
     model, ds = setup.model, setup.ds
+    drawing = _overlap.HistoryPlots(config, folder, result.history)
     main, extra = _evaluations(model, result, ds)
     rows = member_table(config, main, result.diverged)
     first = int(next(k for k, a in enumerate(result.alive) if a)) if result.alive.any() else 0
@@ -258,7 +260,12 @@ def finish(config, setup, folder, result, clock):
     if config.plots:
         probs = jnn.ensemble.predict(model, result.state, ds.x_test, members=result.alive)
         plots = folder.write_plots(
-            history, stats, state.params, ds.image_shape, reliability=(probs, ds.y_test)
+            history,
+            stats,
+            state.params,
+            ds.image_shape,
+            reliability=(probs, ds.y_test),
+            drawn=drawing.result(),
         )
     table = (
         "## Members\n\n"

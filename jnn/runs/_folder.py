@@ -37,6 +37,15 @@ def jsonable(value):
     return value
 
 
+def _is_run_config(path: Path) -> bool:
+    """Whether ``path`` is a ``config.json`` that jnn wrote (not a file of the user's)."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(stored, dict) and {"model", "optimizer", "widths", "epochs"} <= set(stored)
+
+
 def _primary() -> bool:
     """Process 0 of a multi-process run, or the only process (JAX is not consulted before
     ``jax.distributed`` is initialised, so this never starts JAX's backend early)."""
@@ -76,8 +85,20 @@ class RunFolder:
         return (self.path / "checkpoint").absolute()
 
     def holds_run(self) -> bool:
-        """Whether a run already lives here (a config or a checkpoint folder)."""
-        return (self.path / "config.json").exists() or self.checkpoint_dir.exists()
+        """Whether a run worth protecting lives here: a finished run (``summary.json``), one
+        with a checkpoint of a completed epoch, or a ``config.json`` that is not jnn's. A
+        folder left by a start that failed before its first checkpoint is not one: the same
+        command starts again in it."""
+        if (self.path / "summary.json").exists() or self.has_checkpoint():
+            return True
+        config = self.path / "config.json"
+        return config.exists() and not _is_run_config(config)
+
+    def has_checkpoint(self) -> bool:
+        """Whether ``checkpoint/`` holds a checkpoint of a completed epoch."""
+        from jnn.runs._interrupts import newest_checkpoint
+
+        return newest_checkpoint(self.checkpoint_dir) is not None
 
     def check_writable(self) -> None:
         """Raises ``OSError`` unless the folder (or its nearest existing parent) is writable;
@@ -103,6 +124,8 @@ class RunFolder:
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
         for name in ("config.json", "metrics.jsonl", "summary.json", "report.md", "data.json"):
             (self.path / name).unlink(missing_ok=True)
+        for events in [*self.path.glob("events.out.tfevents.*"), *self.path.glob("member_*")]:
+            shutil.rmtree(events) if events.is_dir() else events.unlink(missing_ok=True)
 
     @_primary_only
     def save_fingerprint(self, data) -> None:
@@ -140,7 +163,21 @@ class RunFolder:
         (self.path / "summary.json").write_text(json.dumps(jsonable(summary), indent=2) + "\n")
 
     @_primary_only(otherwise=dict)
-    def write_plots(self, history, stats, params, image_shape, reliability=None) -> dict:
+    def write_history_plots(self, history) -> dict:
+        """The figures drawn from the history alone (loss, accuracy, update ratio); returns
+        ``{name: path}``. A run draws them while it evaluates (see ``_overlap``)."""
+        import jnn.plots as plots
+
+        return {
+            "loss": plots.loss_curve(history, self.path / "loss.png"),
+            "accuracy": plots.accuracy_curve(history, self.path / "accuracy.png"),
+            "update_ratio": plots.update_ratio_curve(history, self.path / "update_ratio.png"),
+        }
+
+    @_primary_only(otherwise=dict)
+    def write_plots(
+        self, history, stats, params, image_shape, reliability=None, drawn=None
+    ) -> dict:
         """Writes the babysitting figures; returns ``{name: file name}``.
 
         Args:
@@ -149,13 +186,12 @@ class RunFolder:
           params: the final params (the first layer's weights are drawn).
           image_shape: the inputs' spatial layout, or ``None``.
           reliability: optional ``(probs, labels)`` for the reliability diagram.
+          drawn: :meth:`write_history_plots`' result when already drawn.
         """
         import jnn.plots as plots
 
         written = {
-            "loss": plots.loss_curve(history, self.path / "loss.png"),
-            "accuracy": plots.accuracy_curve(history, self.path / "accuracy.png"),
-            "update_ratio": plots.update_ratio_curve(history, self.path / "update_ratio.png"),
+            **(drawn if drawn is not None else self.write_history_plots(history)),
             "activations": plots.activation_histograms(stats, self.path / "activations.png"),
         }
         first = plots.first_layer(params, self.path / "first_layer.png", image_shape=image_shape)
@@ -194,6 +230,8 @@ class RunFolder:
             "- `metrics.jsonl`: one JSON record per epoch",
             "- `summary.json`: test accuracy, diagnostics, activation statistics, timings",
             f"- `checkpoint/`: the orbax checkpoint (`jnn train --out {self.path} --resume`)",
+            "- `events.out.tfevents.*` (and `member_*/` of an ensemble): TensorBoard event "
+            f"files (`tensorboard --logdir {self.path.parent}`)",
             "",
         ]
         (self.path / "report.md").write_text("\n".join(lines))

@@ -32,7 +32,8 @@ class RunOutcome(NamedTuple):
 
 
 def default_out(config: RunConfig) -> str:
-    return f"runs/{config.dataset}-{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    source = config.dataset or Path(config.data).stem
+    return f"runs/{source}-{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def resume_config(out, explicit: dict) -> RunConfig:
@@ -111,12 +112,11 @@ def _prepare_folder(config: RunConfig, resume: bool, overwrite: bool, allow_chan
 
 def _check_folder(folder, config, resume, overwrite, allow_changed_data) -> None:
     if resume:
-        from jnn.runs._interrupts import newest_checkpoint
-
-        if newest_checkpoint(folder.checkpoint_dir) is None:
+        if not folder.has_checkpoint():
             raise ValueError(
                 f"--resume: {str(folder.path)!r} has no checkpoint to resume (the run stopped "
-                "before its first checkpoint was written); start it again with --overwrite"
+                "before its first checkpoint was written); start it again with the command "
+                "that created it, without --resume (the folder is reused)"
             )
         _fingerprint.check_unchanged(folder.path, config.data, allow_changed_data)
     elif folder.holds_run():

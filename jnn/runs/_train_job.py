@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from jnn.runs import _builders
+from jnn.runs import _builders, _events, _overlap
 from jnn.runs._config import RunConfig
 from jnn.runs._folder import RunFolder
 
@@ -104,7 +104,7 @@ def _callbacks(config, folder, echo, mesh=None):
     epoch line ends with the mesh)."""
     from jnn.runs._job import format_epoch
 
-    above_bar = config.progress
+    above_bar = show_progress(config)
 
     def on_start(history):
         folder.write_metrics(history)
@@ -129,6 +129,14 @@ def _above_bar(echo, line):
         echo(line)
 
 
+def show_progress(config: RunConfig) -> bool:
+    """The progress bar only on a terminal: in a log (stderr redirected) its ``\\r`` frames
+    would be noise, and the line per epoch says it all."""
+    import sys
+
+    return config.progress and sys.stderr.isatty()
+
+
 def loop_options(config: RunConfig, setup: Setup, folder: RunFolder, resume, on_start) -> dict:
     """The epoch loop's keywords every run passes to ``fit``: checkpoints in the run folder,
     resume, early stopping, progress, the mesh."""
@@ -138,7 +146,7 @@ def loop_options(config: RunConfig, setup: Setup, folder: RunFolder, resume, on_
         checkpoint_seconds=config.checkpoint_seconds,
         resume=resume,
         patience=config.patience,
-        progress=config.progress,
+        progress=show_progress(config),
         on_start=on_start,
         mesh=setup.mesh,
     )
@@ -166,6 +174,7 @@ def _fit_single(config: RunConfig, setup: Setup, folder: RunFolder, resume, echo
         step_options=_step_options(config, schedule),
         learning_rate=schedule,
         on_epoch=on_epoch,
+        tensorboard_dir=_events.tensorboard_dir(config, folder),
         **loop_options(config, setup, folder, resume, on_start),
     )
 
@@ -242,6 +251,7 @@ def _finish_single(config, setup, folder, result, clock):
     import jnn.monitor
     import jnn.train
 
+    drawing = _overlap.HistoryPlots(config, folder, result.history)
     state = result.state
     test = jnn.train.evaluate(
         setup.model, state.params, state.model_state, setup.ds.x_test, setup.ds.y_test, setup.loss
@@ -259,16 +269,33 @@ def _finish_single(config, setup, folder, result, clock):
     }
     plots = {}
     if config.plots:
-        plots = folder.write_plots(history, stats, state.params, setup.ds.image_shape)
+        plots = folder.write_plots(
+            history, stats, state.params, setup.ds.image_shape, drawn=drawing.result()
+        )
     return summary, plots, []
 
 
+def _split_fit(timings: dict, compile_seconds: float, train_seconds: float) -> None:
+    """``fit``'s wall time as ``compile``, ``train`` (the epochs themselves: the headline's
+    "s of training") and ``loop`` (the rest: parameters initialised, data put on the device,
+    checkpoints saved and waited for, per-epoch records and logs)."""
+    fit = timings.get("fit", 0.0)
+    parts = {
+        "compile": compile_seconds,
+        "train": train_seconds,
+        "loop": max(fit - compile_seconds - train_seconds, 0.0),
+    }
+    ordered = {}
+    for phase, seconds in timings.items():  # in the order of the phases
+        ordered.update(parts if phase == "fit" else {phase: seconds})
+    timings.clear()
+    timings.update(ordered)
+
+
 def _write_out(config, folder, summary, plots, tables, result, clock):
-    fit_timings = result.timings or {}
-    clock.timings["compile"] = fit_timings.get("compile", 0.0)
-    clock.timings["train"] = clock.timings.pop("fit", 0.0) - clock.timings["compile"]
     history = result.history
     train_seconds = sum(r.get("seconds", 0.0) for r in history)
+    _split_fit(clock.timings, (result.timings or {}).get("compile", 0.0), train_seconds)
     summary["train_seconds"] = train_seconds
     summary["headline"] = (
         f"**Test accuracy: {100 * summary['test_accuracy']:.2f}%** (test loss "
@@ -283,6 +310,7 @@ def _write_out(config, folder, summary, plots, tables, result, clock):
             f"{pct(last.get('train_acc'))}, validation accuracy {pct(last.get('val_acc'))}."
         )
     folder.write_report(config, summary, plots, tables)
+    _events.write_final(config, folder, summary, plots)
     clock.lap("write")
     summary["timings"] = dict(clock.timings)
     folder.write_summary(summary)
@@ -313,6 +341,7 @@ def _silent(*_) -> None:
 def _run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock, claim=None):
     from jnn.runs._job import RunOutcome
 
+    _overlap.preload(config)
     setup = _setup(config, clock)
     if claim is not None:
         claim(echo)
@@ -320,6 +349,7 @@ def _run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock, claim=
         folder.create()
     folder.save_config(config)
     echo(_header(config, setup, folder))
+    _events.announce(config, echo)
     if config.num_members > 1:
         from jnn.runs import _ensemble_job
 

@@ -14,6 +14,7 @@ import optax
 
 from jnn import _memo
 from jnn import data as _data
+from jnn import tensorboard as _tensorboard
 from jnn._keys import as_key
 from jnn.train import _epoch, _evaluate, _loop, _sharding, _sparse
 from jnn.train._state import TrainState, cast_inputs, init
@@ -276,6 +277,7 @@ def fit(
     on_start: Callable | None = None,
     mesh=None,
     fsdp: bool = False,
+    tensorboard_dir=None,
 ) -> FitResult:
     """Trains for ``epochs`` epochs of shuffled minibatches; validates after each epoch.
 
@@ -337,6 +339,9 @@ def fit(
         process). ``batch_size`` must divide by the data axis.
       fsdp: with a mesh, split each param / optimizer-state leaf on the data axis (its
         largest axis the axis divides) instead of replicating it.
+      tensorboard_dir: write TensorBoard event files there (see ``jnn.tensorboard``): per
+        epoch the losses, accuracies, learning rate, update ratio and gradient norm per
+        layer, and histograms of the weights and of the activations on ``val_data``.
 
     Returns:
       ``FitResult(state, history, stopped, message, timings)``. A NaN/inf in the loss or the
@@ -366,15 +371,20 @@ def fit(
         ingredients, put((x, y)), put(val_data) if val_data else None, learning_rate
     )
     policy = _loop.CheckpointPolicy.of(checkpoint_dir, checkpoint_every, checkpoint_seconds, resume)
-    result = _loop.run_epochs(
-        mode,
-        state,
-        epochs=epochs,
-        key=run_key,
-        checkpoint=policy,
-        patience=patience,
-        progress=progress,
-        on_epoch=on_epoch,
-        on_start=on_start,
-    )
+    epoch_log = _tensorboard.open_log(tensorboard_dir, model, (val_data or (x, y))[0])
+    try:
+        result = _loop.run_epochs(
+            _tensorboard.watched(mode, epoch_log, lambda s: (s.params, s.model_state)),
+            state,
+            epochs=epochs,
+            key=run_key,
+            checkpoint=policy,
+            patience=patience,
+            progress=progress,
+            on_epoch=on_epoch,
+            on_start=on_start,
+        )
+    finally:
+        if epoch_log is not None:
+            epoch_log.close()
     return FitResult(result.carry, result.history, result.stopped, result.message, mode.timings)
