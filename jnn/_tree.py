@@ -29,7 +29,7 @@ def map_with_names(fn, tree, *rest, is_leaf=None):
 
 
 WEIGHT_LEAVES = ("w", "kernel", "weight")
-"""The leaf names of weights: ``w`` (jnn, Haiku), ``kernel`` (Flax), ``weight`` (Equinox, PyTorch)."""
+"""Leaf names of weights: ``w`` (jnn, Haiku), ``kernel`` (Flax), ``weight`` (Equinox, PyTorch)."""
 
 
 def leaf_name(name: str) -> str:

@@ -112,8 +112,8 @@ def max_norm(c, mask=None) -> optax.GradientTransformation:
     every unit's incoming weight vector of ``params + updates`` has L2 norm ``<= c``: a unit
     whose new norm ``n`` exceeds ``c`` is scaled by ``c / n``; other units' updates are passed
     through unchanged (bit for bit). Norms are over all axes but the output axis (a Dense
-    ``(in, out)`` column, a Conv ``(*window, in, out)`` filter, a row of an Equinox ``weight``). Use as
-    ``optax.chain(optax.sgd(lr), max_norm(3.0))``.
+    ``(in, out)`` column, a Conv ``(*window, in, out)`` filter, a row of an Equinox
+    ``weight``). Use as ``optax.chain(optax.sgd(lr), max_norm(3.0))``.
 
     Args:
       c: the maximum norm, > 0 (typical values 3 or 4).

@@ -23,16 +23,16 @@ class _Template(NamedTuple):
 
 
 def _is_float(x) -> bool:
-    return isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) and jnp.issubdtype(
-        x.dtype, jnp.inexact
-    )
+    return isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) and jnp.issubdtype(x.dtype, jnp.inexact)
 
 
 def _template_of(model, state) -> _Template:
     import equinox as eqx
 
     arrays, static = eqx.partition(model, _is_float)
-    others = [x for x in jax.tree.leaves(static) if isinstance(x, (jax.Array, jax.ShapeDtypeStruct))]
+    others = [
+        x for x in jax.tree.leaves(static) if isinstance(x, (jax.Array, jax.ShapeDtypeStruct))
+    ]
     if others:
         raise TypeError(
             "from_equinox: the model holds non-floating arrays (e.g. integer buffers), which a "
@@ -123,7 +123,10 @@ class EquinoxModel:
             return model(xi, key=ki), st
 
         return jax.vmap(
-            one, in_axes=(0, None, None if keys is None else 0), out_axes=(0, None), axis_name="batch"
+            one,
+            in_axes=(0, None, None if keys is None else 0),
+            out_axes=(0, None),
+            axis_name="batch",
         )(x, state, keys)
 
 

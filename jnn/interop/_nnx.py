@@ -80,10 +80,16 @@ class NnxModel:
         """``(params, state)`` of NNX's pure dict; the RNG entries from ``rngs`` if given."""
         pairs = [
             (p, lookup(pure, p) if rngs is None or not r else lookup(rngs, str_path(p)))
-            for p, r in zip(template.paths, template.is_rng)
+            for p, r in zip(template.paths, template.is_rng, strict=True)
         ]
-        params = [(str_path(p), v) for (p, v), is_p in zip(pairs, template.is_param) if is_p]
-        rest = [(str_path(p), v) for (p, v), is_p in zip(pairs, template.is_param) if not is_p]
+        params = [
+            (str_path(p), v) for (p, v), is_p in zip(pairs, template.is_param, strict=True) if is_p
+        ]
+        rest = [
+            (str_path(p), v)
+            for (p, v), is_p in zip(pairs, template.is_param, strict=True)
+            if not is_p
+        ]
         return nested(params), nested(rest)
 
     def init(self, key, input_shape, dtype=None):
@@ -103,7 +109,7 @@ class NnxModel:
 
         both = [
             (p, lookup(params if is_p else state, str_path(p)))
-            for p, is_p in zip(template.paths, template.is_param)
+            for p, is_p in zip(template.paths, template.is_param, strict=True)
         ]
         return nnx.merge(template.graphdef, _pure(both))
 
