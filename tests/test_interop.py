@@ -60,7 +60,7 @@ def eqx_net(key):
         [
             eqx.nn.Lambda(jnp.ravel),
             eqx.nn.Linear(D, 8, use_bias=False, key=k1),
-            eqx.nn.BatchNorm(8, "batch"),
+            eqx.nn.BatchNorm(8, "batch", mode="batch"),
             eqx.nn.Lambda(jax.nn.relu),
             eqx.nn.Dropout(0.2),
             eqx.nn.Linear(8, C, key=k2),
@@ -231,14 +231,8 @@ def test_constructor_train_ensemble_and_resume(data, make, tmp_path):
     chex.assert_trees_all_close(
         jnn.ensemble.member(ens.state.params, 1), single.state.params, atol=1e-5, rtol=1e-5
     )
-    assert not np.allclose(
-        ens.state.params[list(ens.state.params)[0]][
-            next(iter(ens.state.params[list(ens.state.params)[0]]))
-        ][0],
-        ens.state.params[list(ens.state.params)[0]][
-            next(iter(ens.state.params[list(ens.state.params)[0]]))
-        ][1],
-    )
+    w = next(iter(_tree.weight_leaves(ens.state.params).values()))
+    assert not np.allclose(w[0], w[1])  # K different initialisations
     ev = jnn.ensemble.evaluate(model, ens.state, x, data[1])
     assert 0.0 <= ev["accuracy"] <= 1.0
     assert (
@@ -262,45 +256,49 @@ def test_sweeps_the_model_ignores_are_refused(data):
         jnn.ensemble.fit,
         LinenCNN(rate=0.3),
         CE,
-        jnn.optim.adam,
-        data,
+        train_data=data,
         epochs=1,
         batch_size=B,
         keys=keys,
         progress=False,
     )
     with pytest.raises(ValueError, match="no jnn.nn.Dropout"):
-        fit(hyperparams={"dropout": [0.0, 0.9]})
+        fit(optimizer=jnn.optim.adam, hyperparams={"dropout": [0.0, 0.9]})
     no_weights = jnn.nn.Serial(jnn.nn.Flatten(), jnn.nn.LayerNorm())
     with pytest.raises(ValueError, match="no weight leaves"):
         jnn.ensemble.init(
             no_weights, optax.sgd(0.1), keys, (B, D, 1), hyperparams={"l2": [0.0, 1.0]}
         )
     # an l2 sweep on foreign weights acts: members differ
-    ens = fit(hyperparams={"l2": [0.0, 100.0], "learning_rate": [1e-2, 1e-2]})
+    ens = fit(
+        optimizer=jnn.optim.sgd, hyperparams={"l2": [0.0, 100.0], "learning_rate": [5e-3] * 2}
+    )
     w = ens.state.params["Dense_0"]["kernel"]
     assert float(jnp.sum(w[1] ** 2)) < 0.5 * float(jnp.sum(w[0] ** 2))
 
 
 def test_sanity_and_gradient_check_on_foreign_params(data):
     x, y = data
-    report = jnn.sanity.run_all(
-        interop.from_equinox(eqx_net),
-        CE,
-        jnn.optim.adam(1e-2),
-        x,
-        y,
-        key=jax.random.key(0),
-        n=8,
-        max_steps=150,
-        strengths=(0.0, 1e-1),
-        warmup_steps=2,
-    )
+    # Flax's BatchNorm mixes float64 and float32 under the float64 gradient check, which the
+    # suite's strict promotion refuses; users run with JAX's standard promotion.
+    with jax.numpy_dtype_promotion("standard"):
+        report = jnn.sanity.run_all(
+            LinenCNN(rate=0.2),
+            CE,
+            jnn.optim.adam(1e-2),
+            x,
+            y,
+            key=jax.random.key(0),
+            n=8,
+            max_steps=150,
+            strengths=(0.0, 1e-1),
+            warmup_steps=2,
+        )
     names = [c.name for c in report.checks]
     assert names[0] == "initial_loss" and "gradients" in names, str(report)
     grads = next(c for c in report.checks if c.name == "gradients")
-    rows = {r.path for r in grads.details.rows}
-    assert "layers/1/weight" in rows and grads.ok, str(grads.details)
+    rows = {r.name for r in grads.details.rows}
+    assert "Conv_0/kernel" in rows and grads.ok, str(grads.details)
 
 
 def test_bad_inputs():

@@ -52,6 +52,14 @@ def _template(model) -> _Template:
     return _template_of(*made)
 
 
+def _dtype_of(params):
+    """The dtype of the first floating parameter (``None`` if there is none)."""
+    for leaf in jax.tree.leaves(params):
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            return leaf.dtype
+    return None
+
+
 def _split_names(name: str) -> tuple[str, ...]:
     return tuple(name.split("/"))
 
@@ -115,6 +123,7 @@ class EquinoxModel:
           ``(y, new_model_state)``.
         """
         model, stateful = self._model(params, train)
+        state = cast_floating(state, _dtype_of(params))  # eqx.nn.State keeps its dtypes
         keys = jax.random.split(key, x.shape[0]) if (train and key is not None) else None
 
         def one(xi, st, ki):
