@@ -16,6 +16,8 @@ from pathlib import Path
 
 __all__ = ["RUN_DEFINING", "RunConfig", "SWEEPABLE"]
 
+from jnn.runs._user_model import absolute_spec, check_user_options, is_user_model, resolve
+
 DATASETS = ("digits", "mnist1d", "many-classes")
 MODELS = ("mlp", "cnn")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "elu", "selu", "gelu", "swish")
@@ -125,6 +127,9 @@ class RunConfig:
         options = {
             k: _as_tuple(v) if k in SWEEPABLE or k == "widths" else v for k, v in options.items()
         }
+        if is_user_model(options.get("model")):
+            check_user_options(options)
+            options["model"] = absolute_spec(options["model"])
         return cls(**options).filled()
 
     def filled(self) -> RunConfig:
@@ -136,7 +141,9 @@ class RunConfig:
             init = "lecun_normal"
         done = dataclasses.replace(
             self,
-            widths=_default(self.widths, _DEFAULT_WIDTHS.get(self.model)),
+            widths=_default(
+                self.widths, _DEFAULT_WIDTHS.get(self.model, (1,))
+            ),  # unused by a user model
             lr=_default(self.lr, (_DEFAULT_LR.get(self.optimizer, 3e-3),)),
             dropout=self.dropout
             if self.dropout is not None
@@ -155,6 +162,9 @@ class RunConfig:
     def check(self) -> None:
         """Raises ``ValueError`` naming the first option that is out of range."""
         for name, choices in _CHOICES.items():
+            if name == "model" and is_user_model(self.model):
+                resolve(self.model)  # a spec that names nothing fails here, before any folder
+                continue
             if getattr(self, name) not in choices:
                 raise ValueError(
                     f"--{_flag(name)} must be one of {choices}, got {getattr(self, name)!r}"
