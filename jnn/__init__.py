@@ -22,6 +22,7 @@ _SUBMODULES = (
     "ensemble",
     "gradcheck",
     "init",
+    "interop",
     "losses",
     "metrics",
     "monitor",

@@ -20,6 +20,7 @@ import numpy as np
 
 from jnn import _tree
 from jnn._dtypes import at_least_float32
+from jnn._foreign import as_model
 
 __all__ = [
     "DIAGNOSES",
@@ -31,6 +32,7 @@ __all__ = [
     "InputScale",
     "Threshold",
     "activation_stats",
+    "activations_note",
     "diagnose",
     "diagnostics_table",
     "grad_norms",
@@ -112,13 +114,17 @@ def _layer_stats(y, kind: str, bins: int) -> dict:
 
 
 def activation_stats(model, params, state, x, *, key=None, train=False, bins=30) -> dict:
-    """Statistics of every layer's output from one forward pass of a ``Serial`` model.
+    """Statistics of every layer's output from one forward pass of a ``Serial`` model (or of
+    every submodule of a Flax linen model; see ``jnn.interop``).
 
     A *unit* is one feature of the last axis (a channel for convolutional outputs).
 
     Args:
       model: a ``jnn.nn.Serial`` (anything with ``apply_intermediates``, ``layers`` and
-        ``names``, the keys of its params and of the intermediate outputs).
+        ``names``, the keys of its params and of the intermediate outputs), or a model with
+        ``activation_outputs`` (``jnn.interop``'s linen adapter). A model that shows no
+        intermediate outputs (an NNX or Equinox model) gives ``{}``: see
+        :func:`activations_note`.
       params, state: its parameters and model state.
       x: a batch of inputs; more examples give steadier statistics.
       key, train: passed to the forward pass (defaults: deterministic inference mode).
@@ -131,14 +137,39 @@ def activation_stats(model, params, state, x, *, key=None, train=False, bins=30)
       batch. Tanh layers add ``"saturated"``: the fraction of outputs with ``|y| > 0.99``;
       sigmoid layers the fraction with ``y < 0.01`` or ``y > 0.99``.
     """
-    forward = jax.jit(lambda p, s, x, k: model.apply_intermediates(p, s, x, key=k, train=train))
-    _, _, outputs = forward(params, state, x, key)
-    kinds = [_layer_kind(layer) for layer in model.layers]
+    model = as_model(model)
+    if hasattr(model, "apply_intermediates"):
+        forward = jax.jit(lambda p, s, x, k: model.apply_intermediates(p, s, x, key=k, train=train))
+        _, _, outputs = forward(params, state, x, key)
+        named = [
+            (name, _layer_kind(layer), outputs[name])
+            for name, layer in zip(model.names, model.layers, strict=True)
+        ]
+    elif callable(getattr(model, "activation_outputs", None)):
+        # one eager forward pass (the kinds are Python strings, not traced values)
+        outputs = model.activation_outputs(params, state, x, key=key, train=train)
+        named = [(name, kind, y) for name, (kind, y) in outputs.items()]
+    else:
+        return {}
     return {
-        name: _layer_stats(outputs[name], kind, bins)
-        for name, kind in zip(model.names, kinds, strict=True)
-        if hasattr(outputs[name], "dtype")  # e.g. a hierarchical-softmax head's pytree
+        name: _layer_stats(y, kind, bins)
+        for name, kind, y in named
+        if hasattr(y, "dtype")  # e.g. a hierarchical-softmax head's pytree
     }
+
+
+def activations_note(model) -> str | None:
+    """One line saying why :func:`activation_stats` has nothing for ``model`` (``None`` when
+    it has statistics), e.g. "NNX models do not expose their submodules' outputs"."""
+    model = as_model(model)
+    if hasattr(model, "apply_intermediates") or callable(
+        getattr(model, "activation_outputs", None)
+    ):
+        return None
+    reason = getattr(model, "activations_note", None) or (
+        f"{type(model).__name__} does not expose its layers' outputs"
+    )
+    return f"activation statistics not collected: {reason}."
 
 
 # --------------------------------------------------------------------------- input scale

@@ -201,16 +201,19 @@ def activation_figure(stats) -> Figure:
 
 def _first_weight(params, leaf=None):
     """``(name, array)`` of the first layer's weights: ``leaf``, or the first weight leaf in
-    ``jnn._tree.weight_leaves`` order."""
+    ``jnn._tree.weight_leaves`` order, in jnn's ``(*window, in, out)`` layout
+    (``jnn._tree.as_in_out``: an Equinox ``(out, in, *window)`` weight is transposed)."""
     weights = _tree.weight_leaves(params)
     if leaf is not None:
         if leaf not in weights:
             raise ValueError(f"no weight leaf named {leaf!r}; weight leaves: {list(weights)}")
-        return leaf, weights[leaf]
+        return leaf, _tree.as_in_out(leaf, weights[leaf])
     if not weights:
-        raise ValueError("params have no weight leaf (a leaf named `w`) to draw.")
+        raise ValueError(
+            f"params have no weight leaf (a leaf named {' / '.join(_tree.WEIGHT_LEAVES)}) to draw."
+        )
     name = next(iter(weights))
-    return name, weights[name]
+    return name, _tree.as_in_out(name, weights[name])
 
 
 def _dense_tiles(w, image_shape):

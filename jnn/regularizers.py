@@ -1,6 +1,7 @@
 """Weight penalties (L2, L1) and the max-norm constraint.
 
-By default only the weights are regularised: leaves named ``w`` (Dense/Conv/Maxout kernels).
+By default only the weights are regularised: leaves named ``w`` (Dense/Conv/Maxout kernels),
+``kernel`` (Flax) or ``weight`` (Equinox) — the one rule of ``jnn._tree.is_weight``.
 Biases and normalisation ``scale``/``offset`` are left alone, as the notes advise ("don't
 usually regularise the bias"). Params are nested dicts like
 ``{"dense_0": {"w": ..., "b": ...}, "batchnorm_1": {"scale": ..., "offset": ...}}``.
@@ -21,7 +22,8 @@ __all__ = ["MaxNormState", "l1", "l2", "max_norm", "weight_mask"]
 
 
 def weight_mask(params):
-    """``True`` for leaves named ``w``, ``False`` for everything else (``b``, ``scale``, ...).
+    """``True`` for weight leaves (``jnn._tree.is_weight``: named ``w``, ``kernel`` or
+    ``weight``), ``False`` for everything else (``b``, ``bias``, ``scale``, ...).
 
     Args:
       params: a pytree of arrays with string keys.
@@ -29,7 +31,7 @@ def weight_mask(params):
     Returns:
       A pytree of Python bools with the structure of ``params`` (usable as an Optax mask).
     """
-    return _tree.map_with_names(lambda name, leaf: name.split("/")[-1] == "w", params)
+    return _tree.map_with_names(lambda name, leaf: _tree.is_weight(name, leaf), params)
 
 
 def _resolve_mask(params, mask):
@@ -67,7 +69,7 @@ def l2(params, mask=None, *, coefficient=1.0):
 
     Args:
       params: pytree of arrays.
-      mask: which leaves to penalise (default: leaves named ``w``).
+      mask: which leaves to penalise (default: the weights, :func:`weight_mask`).
       coefficient: the regularisation strength ``lambda``.
 
     Returns:
@@ -81,7 +83,7 @@ def l1(params, mask=None, *, coefficient=1.0):
 
     Args:
       params: pytree of arrays.
-      mask: which leaves to penalise (default: leaves named ``w``).
+      mask: which leaves to penalise (default: the weights, :func:`weight_mask`).
       coefficient: the regularisation strength ``lambda``.
 
     Returns:
@@ -94,10 +96,12 @@ class MaxNormState(NamedTuple):
     """``max_norm`` keeps no state."""
 
 
-def _unit_norms(w):
+def _unit_norms(name, w):
     # A unit's incoming weights: everything but the output axis (Dense (in, out) columns,
-    # Conv (*window, in, out) filters). A 1-D leaf is one vector.
-    axes = tuple(range(w.ndim - 1)) if w.ndim >= 2 else (0,)
+    # Conv (*window, in, out) filters; rows of an Equinox (out, in, ...) ``weight``). A 1-D
+    # leaf is one vector.
+    out = _tree.output_axis(name, w.ndim)
+    axes = tuple(a for a in range(w.ndim) if a != out) if w.ndim >= 2 else (0,)
     return jnp.sqrt(jnp.sum(jnp.square(w), axis=axes, keepdims=True))
 
 
@@ -107,13 +111,13 @@ def max_norm(c, mask=None) -> optax.GradientTransformation:
     For each masked leaf it rewrites the update so that, after ``optax.apply_updates``,
     every unit's incoming weight vector of ``params + updates`` has L2 norm ``<= c``: a unit
     whose new norm ``n`` exceeds ``c`` is scaled by ``c / n``; other units' updates are passed
-    through unchanged (bit for bit). Norms are over all axes but the last (a Dense ``(in, out)``
-    column, a Conv ``(*window, in, out)`` filter). Use as
-    ``optax.chain(optax.sgd(lr), max_norm(3.0))``.
+    through unchanged (bit for bit). Norms are over all axes but the output axis (a Dense
+    ``(in, out)`` column, a Conv ``(*window, in, out)`` filter, a row of an Equinox
+    ``weight``). Use as ``optax.chain(optax.sgd(lr), max_norm(3.0))``.
 
     Args:
       c: the maximum norm, > 0 (typical values 3 or 4).
-      mask: which leaves to constrain (default: leaves named ``w``).
+      mask: which leaves to constrain (default: the weights, :func:`weight_mask`).
 
     Returns:
       An ``optax.GradientTransformation`` whose ``update`` requires ``params``.
@@ -133,15 +137,15 @@ def max_norm(c, mask=None) -> optax.GradientTransformation:
             )
         flags = _resolve_mask(params, mask)
 
-        def constrain(flag, u, p):
+        def constrain(name, flag, u, p):
             if not flag:
                 return u
             new = p + u
-            norms = _unit_norms(new)
+            norms = _unit_norms(name, new)
             too_big = norms > c
             safe = jnp.where(too_big, norms, jnp.ones_like(norms))
             return jnp.where(too_big, new * (c / safe) - p, u)
 
-        return jax.tree.map(constrain, flags, updates, params), state
+        return _tree.map_with_names(constrain, flags, updates, params), state
 
     return optax.GradientTransformation(init_fn, update_fn)

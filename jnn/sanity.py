@@ -26,6 +26,7 @@ from jnn import gradcheck as _gradcheck
 from jnn import losses as _losses
 from jnn import regularizers as _reg
 from jnn import train as _train
+from jnn._foreign import as_model
 
 __all__ = [
     "CheckResult",
@@ -157,6 +158,7 @@ def check_initial_loss(
     Returns:
       ``CheckResult("initial_loss", ok, measured, expected, message)``.
     """
+    model = as_model(model)
     params, model_state = _init(model, key, x, params, model_state)
     outputs = _outputs(model, params, model_state, x)
     measured = float(jnp.mean(loss(outputs, y)))
@@ -218,6 +220,7 @@ def check_regularization(
     Returns:
       ``CheckResult("regularization", ok, measured=[loss per strength], expected, message)``.
     """
+    model = as_model(model)
     strengths = [float(s) for s in strengths]
     if len(strengths) < 2 or any(b <= a for a, b in zip(strengths, strengths[1:], strict=False)):
         raise ValueError(f"strengths must be at least two increasing values, got {strengths}.")
@@ -297,6 +300,7 @@ def check_overfit(
       ``CheckResult("overfit", ok, measured=steps taken (or the best accuracy), expected,
       message)`` with the loss curve in ``details``.
     """
+    model = as_model(model)
     x, y = jnp.asarray(x)[:n], jnp.asarray(y)[:n]
     options = {"jit": False, "monitor": False, **(step_options or {})}
     step = _train.make_step(model, loss, optimizer, **options)
@@ -387,6 +391,7 @@ def check_gradients(
       ``CheckResult("gradients", ok, measured=max relative error, expected, message)`` with
       the :class:`jnn.gradcheck.GradCheckReport` in ``details``.
     """
+    model = as_model(model)
     # Long only by its docstring and keywords; the body is warm-up, then jnn.gradcheck.
     x, y = batch = (jnp.asarray(x)[:n], jnp.asarray(y)[:n])
     init_key, drop_key, step_key = jax.random.split(key, 3)
@@ -468,6 +473,7 @@ def run_all(
     Returns:
       A :class:`SanityReport` (``.ok``, ``.checks``, ``str(report)``).
     """
+    model = as_model(model)
     # One narrated sequence: the four checks in order, each call spelling its keywords.
     k_init, k_overfit, k_grad = jax.random.split(key, 3)
     xs, ys = jnp.asarray(x)[:n], jnp.asarray(y)[:n]

@@ -15,7 +15,6 @@ from jnn.runs._config import (
     DATASETS,
     DTYPES,
     INITS,
-    MODELS,
     NORMS,
     OPTIMIZERS,
     OUTPUTS,
@@ -118,7 +117,13 @@ def _data_and_model(p, examples=True):
 
 def _model(p):
     g = p.add_argument_group("model")
-    g.add_argument("--model", choices=MODELS, default=S, help="(mlp)")
+    g.add_argument(
+        "--model",
+        default=S,
+        metavar="{mlp,cnn,FILE.py:FUNCTION,package.module:FUNCTION}",
+        help="(mlp) or your own: FUNCTION(input_shape, num_classes) returning a Flax linen/NNX, "
+        "Equinox or jnn.nn model (input_shape channels last, e.g. (40, 1))",
+    )
 
     g.add_argument(
         "--widths",

@@ -11,6 +11,7 @@ import numpy as np
 from jnn import _memo
 from jnn import losses as _losses
 from jnn import metrics as _metrics
+from jnn._foreign import as_model
 from jnn.ensemble import _hparams
 from jnn.ensemble._members import map_members, num_members_of
 from jnn.train._state import cast_inputs
@@ -91,6 +92,7 @@ def predict(model, ensemble_state, x, *, members=None, member_chunk: int | None 
     Returns:
       ``(N, C)`` probabilities; ``argmax(-1)`` is the ensemble's prediction.
     """
+    model = as_model(model)
     k = num_members_of(ensemble_state.params)
     alive = _alive_mask(members, k)
     return _predict_program(model, member_chunk)(
@@ -139,6 +141,7 @@ def evaluate(
       "ece", "disagreement", "member_mean_accuracy", "member_best_accuracy"}`` as floats;
       the ensemble's metrics and the member statistics cover the included members only.
     """
+    model = as_model(model)
     k = num_members_of(ensemble_state.params)
     mask = _alive_mask(members, k)
     included = np.ones(k, bool) if mask is None else np.asarray(mask)

@@ -36,6 +36,7 @@ from jnn import _memo
 from jnn import data as _data
 from jnn import losses as _losses
 from jnn import tensorboard as _tensorboard
+from jnn._foreign import as_model
 from jnn._keys import as_keys
 from jnn.ensemble import _evaluate, _hparams
 from jnn.ensemble._members import map_members
@@ -511,7 +512,9 @@ def fit(
     # One narrated sequence: keys and options, the layout, the initial carry, the data, the
     # compiled mode, then the epoch loop every training mode shares (one argument per line).
     member_keys = as_keys(keys)
+    model = as_model(model)
     hp = _hparams.as_hyperparams(hyperparams, member_keys.shape[0])
+    _hparams.check_model_hyperparams(model, hp)
     shuffle = _check_options(shuffle, bootstrap, snapshots, epochs)
     layout = _sharding.as_layout(
         mesh, fsdp=fsdp, members=True, per_member_batch=shuffle == "per_member"
@@ -522,6 +525,7 @@ def fit(
     optimizer = _with_ema(optimizer, ema)
     shape = (batch_size, *np.shape(train_data[0])[1:])
     carry = _initial_carry(model, optimizer, init_keys, shape, dtype, hp, snapshots, state, layout)
+    _hparams.check_objective_hyperparams(carry.state.params, hp)
     (x, y), val_data = _checked_data(
         model, member(carry.state, 0), train_data, val_data, batch_size, patience
     )

@@ -90,6 +90,66 @@ def with_dropout(model, rate):
     return model
 
 
+def has_dropout(model) -> bool:
+    """Whether ``model`` has a ``jnn.nn.Dropout`` layer (also inside nested ``Serial``)."""
+    import jnn.nn as nn
+
+    if isinstance(model, nn.Dropout):
+        return True
+    return isinstance(model, nn.Serial) and any(has_dropout(layer) for layer in model.layers)
+
+
+def check_distinct_inits(model) -> None:
+    """Refuses a model whose every key gives the same initialisation (a built NNX or
+    Equinox module): an ensemble of it would be K copies.
+
+    Raises:
+      ValueError: naming the constructor to pass instead.
+    """
+    if getattr(model, "fixed_init", False):
+        raise ValueError(
+            f"an ensemble needs K different initialisations, but {model!r} is a built module "
+            "(every key gives its one set of values): pass its constructor instead, "
+            "f(rngs) -> nnx.Module for NNX (jnn.interop.from_nnx) or f(key) -> eqx.Module for "
+            "Equinox (jnn.interop.from_equinox)."
+        )
+
+
+def check_model_hyperparams(model, hp: dict) -> None:
+    """Refuses a swept ``dropout`` that the model would ignore (no ``jnn.nn.Dropout``
+    layer: a foreign model's dropout rate is fixed in its own code).
+
+    Raises:
+      ValueError: the sweep and why it cannot act.
+    """
+    if "dropout" in hp and not has_dropout(model):
+        raise ValueError(
+            f"per-member hyperparameter 'dropout': {model!r} has no jnn.nn.Dropout layer whose "
+            "rate could be set per member (a Flax/Equinox model's dropout rate is part of its "
+            "code); the sweep would be ignored. Make the rate a constructor argument and train "
+            "one ensemble per value, or drop the sweep."
+        )
+
+
+def check_objective_hyperparams(params, hp: dict) -> None:
+    """Refuses a swept ``l1`` / ``l2`` on params without weight leaves (the penalty would
+    be zero for every member; ``jnn._tree.is_weight`` names the weights).
+
+    Raises:
+      ValueError: the sweep and the leaves found.
+    """
+    from jnn import _tree
+
+    swept = [name for name in OBJECTIVE_HYPERPARAMS if name in hp]
+    if swept and not _tree.weight_leaves(params):
+        names = list(_tree.named_leaves(params))
+        raise ValueError(
+            f"per-member hyperparameter {swept[0]!r}: the model has no weight leaves (leaves "
+            f"named {' / '.join(_tree.WEIGHT_LEAVES)}; its leaves are {names[:8]}), so the "
+            "penalty would be zero for every member and the sweep ignored."
+        )
+
+
 def member_model(model, hp: dict):
     """The model one member trains (its dropout rate substituted when swept)."""
     _, model_hp, _ = split_hyperparams(hp)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from jnn import _memo
+from jnn._foreign import as_model
 from jnn._keys import as_keys
 from jnn.ensemble import _hparams
 from jnn.train._state import TrainState, fresh_state
@@ -30,7 +31,9 @@ def init(model, optimizer, keys, input_shape, dtype=None, *, hyperparams=None) -
     ``jnn.train.init(model, optimizer_k, keys[k], input_shape)``.
 
     Args:
-      model: the shared architecture.
+      model: the shared architecture (a jnn model, a Flax linen module, or an NNX /
+        Equinox constructor: a *built* NNX / Equinox module gives every member the same
+        initialisation and is refused).
       optimizer: an ``optax.GradientTransformation``, or a factory called per member with
         its optimizer hyperparameters (see ``jnn.ensemble._hparams``).
       keys: ``K`` PRNG keys: typed ``(K,)`` (``jax.random.split(jax.random.key(0), K)``) or
@@ -43,10 +46,15 @@ def init(model, optimizer, keys, input_shape, dtype=None, *, hyperparams=None) -
       A ``TrainState`` whose leaves have a leading member axis of size ``K``.
     """
     keys = as_keys(keys)
+    model = as_model(model)
+    _hparams.check_distinct_inits(model)
     hp = _hparams.as_hyperparams(hyperparams, keys.shape[0])
+    _hparams.check_model_hyperparams(model, hp)
     dtype = None if dtype is None else jnp.dtype(dtype)
     shape = tuple(int(d) for d in input_shape)
-    return _init_program(model, optimizer, shape, dtype)(keys, hp)
+    state = _init_program(model, optimizer, shape, dtype)(keys, hp)
+    _hparams.check_objective_hyperparams(state.params, hp)
+    return state
 
 
 def member(state, k: int):

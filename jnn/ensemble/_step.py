@@ -7,6 +7,7 @@ import jax
 
 from jnn import _memo
 from jnn import train as _train
+from jnn._foreign import as_model
 from jnn._keys import as_key
 from jnn.ensemble import _hparams
 from jnn.ensemble._members import map_members, num_members_of
@@ -103,7 +104,9 @@ def make_step(
       ``step(ensemble_state, batch, key) -> (ensemble_state, metrics)``, metrics with a
       leading member axis.
     """
+    model = as_model(model)
     hp = _hparams.as_hyperparams(hyperparams)
+    _hparams.check_model_hyperparams(model, hp)
     opts = tuple(sorted({**options, "monitor": monitor}.items()))
     ingredients = (model, loss, optimizer, opts, per_member_batch, member_chunk)
     layout = _sharding.as_layout(mesh, fsdp=fsdp, members=True, per_member_batch=per_member_batch)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from jnn.runs._config import RunConfig
+from jnn.runs._user_model import build_user_model, is_user_model
 
 __all__ = [
     "build_loss",
@@ -45,7 +46,7 @@ def load_run_data(config: RunConfig):
     else:  # The split is fixed (seed 0) so that --seed changes only the training randomness.
         ds = data.load(config.dataset, seed=0, cache=config.cache)
     data.check_dataset(ds, config.batch_size)
-    if config.model == "cnn":
+    if config.model == "cnn" or is_user_model(config.model):  # a user's model: channels last
         return data.to_images(ds)
     flat = lambda x: np.reshape(x, (len(x), -1))
     shape = (math.prod(ds.input_shape),)
@@ -181,6 +182,8 @@ def build_model(config: RunConfig, num_classes: int, input_shape, *, dropout=Non
     """
     import jnn.nn as nn
 
+    if is_user_model(config.model):
+        return build_user_model(config.model, input_shape, num_classes)
     dropout = config.dropout[0] if dropout is None else dropout
     layers = _hidden_layers(config, tuple(input_shape), dropout)
     if config.output == "hsoftmax":

@@ -17,6 +17,8 @@ from pathlib import Path
 
 __all__ = ["RUN_DEFINING", "RunConfig", "SWEEPABLE"]
 
+from jnn.runs._user_model import absolute_spec, check_user_options, is_user_model, resolve
+
 DATASETS = ("digits", "mnist1d", "many-classes")
 MODELS = ("mlp", "cnn")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "elu", "selu", "gelu", "swish")
@@ -128,6 +130,9 @@ class RunConfig:
         options = {
             k: _as_tuple(v) if k in SWEEPABLE or k == "widths" else v for k, v in options.items()
         }
+        if is_user_model(options.get("model")):
+            check_user_options(options)
+            options["model"] = absolute_spec(options["model"])
         return cls(**_data_source(options)).filled()
 
     def filled(self) -> RunConfig:
@@ -140,7 +145,9 @@ class RunConfig:
             init = "lecun_normal"
         done = dataclasses.replace(
             self,
-            widths=_default(self.widths, _DEFAULT_WIDTHS.get(self.model)),
+            widths=_default(
+                self.widths, _DEFAULT_WIDTHS.get(self.model, (1,))
+            ),  # unused by a user model
             lr=_default(self.lr, (_DEFAULT_LR.get(self.optimizer, 3e-3),)),
             dropout=self.dropout
             if self.dropout is not None
@@ -162,6 +169,9 @@ class RunConfig:
         for name, choices in _CHOICES.items():
             if name == "dataset" and self.data is not None:
                 continue  # a --data run has no built-in data set (recorded as null)
+            if name == "model" and is_user_model(self.model):
+                resolve(self.model)  # a spec that names nothing fails here, before any folder
+                continue
             if getattr(self, name) not in choices:
                 raise ValueError(
                     f"--{_flag(name)} must be one of {choices}, got {getattr(self, name)!r}"

@@ -61,11 +61,30 @@ class Restored(NamedTuple):
     skipped: list
 
 
+def _is_key(leaf) -> bool:
+    return hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def _storable(leaf):
+    """A typed PRNG key (e.g. an NNX RNG stream's key in a model state) as its raw
+    ``uint32`` key data, which arrays on disk can hold; other leaves unchanged."""
+    return jax.random.key_data(leaf) if _is_key(leaf) else leaf
+
+
+def _restored(stored, like):
+    """``stored`` back as ``like``'s kind: key data wrapped into a typed key of ``like``'s
+    implementation."""
+    if _is_key(like):
+        return jax.random.wrap_key_data(stored, impl=jax.random.key_impl(like))
+    return stored
+
+
 def digest(tree) -> str:
     """A BLAKE2b digest of a pytree's leaves (dtype, shape and bytes of each, in order; a
-    leaf split over processes is gathered first, so every process computes the same)."""
+    leaf split over processes is gathered first, so every process computes the same; a typed
+    key counts as its key data)."""
     h = hashlib.blake2b(digest_size=16)
-    for leaf in _sharding.host(jax.tree.leaves(tree)):
+    for leaf in _sharding.host([_storable(x) for x in jax.tree.leaves(tree)]):
         a = np.ascontiguousarray(np.asarray(leaf))
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
@@ -85,11 +104,13 @@ class ShapeMismatch(CheckpointError):
 
 
 def _flat(tree) -> dict:
-    return {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(tree))}
+    return {f"{i:05d}": _storable(leaf) for i, leaf in enumerate(jax.tree.leaves(tree))}
 
 
 def _unflat(template, flat: dict):
-    return jax.tree.unflatten(jax.tree.structure(template), [flat[k] for k in sorted(flat)])
+    likes = jax.tree.leaves(template)
+    leaves = [_restored(flat[k], like) for k, like in zip(sorted(flat), likes, strict=True)]
+    return jax.tree.unflatten(jax.tree.structure(template), leaves)
 
 
 def _first_line(err: BaseException) -> str:

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from jnn import _memo
 from jnn import losses as _losses
+from jnn._foreign import as_model
 from jnn.train._state import cast_inputs
 from jnn.train._step import at_least_float32
 
@@ -71,6 +72,7 @@ def evaluate(model, params, model_state, x, y, loss, batch_size: int = EVAL_CHUN
     Returns:
       ``{"loss": float, "accuracy": float}`` (accuracy is NaN unless ``y`` holds integer labels).
     """
+    model = as_model(model)
     x, y = jnp.asarray(x), jnp.asarray(y)
     if x.ndim < 1 or y.ndim < 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise ValueError(

@@ -15,6 +15,7 @@ import optax
 from jnn import _memo
 from jnn import data as _data
 from jnn import tensorboard as _tensorboard
+from jnn._foreign import as_model
 from jnn._keys import as_key
 from jnn.train import _epoch, _evaluate, _loop, _sharding, _sparse
 from jnn.train._state import TrainState, cast_inputs, init
@@ -351,6 +352,7 @@ def fit(
     """
     # Long only by its docstring (the key rule and every option); the body is named steps.
     _check_fit_options(epochs, patience, val_data, checkpoint_every, checkpoint_seconds)
+    model = as_model(model)
     layout = _sharding.as_layout(mesh, fsdp=fsdp)
     if layout is not None:
         layout.check(batch_size)

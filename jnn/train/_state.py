@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jnn import _memo
+from jnn._foreign import as_model
 from jnn._keys import as_key
 
 __all__ = ["TrainState", "cast_inputs", "init", "param_dtype"]
@@ -46,7 +47,8 @@ def init(model, optimizer, key, input_shape, dtype=None) -> TrainState:
     """Initialises params, model state and optimizer state.
 
     Args:
-      model: a layer (e.g. ``jnn.nn.Serial``) with ``init(key, input_shape)``.
+      model: a layer (e.g. ``jnn.nn.Serial``) with ``init(key, input_shape)``, or a Flax
+        linen / NNX / Equinox model (wrapped by ``jnn.interop`` with its defaults).
       optimizer: an ``optax.GradientTransformation``.
       key: a PRNG key for the parameters (typed ``jax.random.key`` or raw ``PRNGKey``).
       input_shape: the input shape including the batch dimension, e.g. ``(128, 64)``.
@@ -56,6 +58,7 @@ def init(model, optimizer, key, input_shape, dtype=None) -> TrainState:
       ``TrainState(params, model_state, opt_state, step=0)``.
     """
     key = as_key(key)
+    model = as_model(model)
     dtype = None if dtype is None else jnp.dtype(dtype)
     return _init_program(model, optimizer, tuple(int(d) for d in input_shape), dtype)(key)
 

@@ -14,6 +14,7 @@ from jnn import losses as _losses
 from jnn import monitor as _monitor
 from jnn import regularizers as _reg
 from jnn._dtypes import at_least_float32 as _widen
+from jnn._foreign import as_model
 from jnn._keys import as_key
 from jnn.train import _sharding
 from jnn.train._state import TrainState
@@ -178,6 +179,7 @@ def make_step(
     # Long only by its docstring; the body picks the step variant and wraps it.
     _check_coefficient("l1", l1)
     _check_coefficient("l2", l2)
+    model = as_model(model)
     if clip_norm is not None and not clip_norm > 0:
         raise ValueError(f"clip_norm must be > 0 or None, got {clip_norm}.")
     every = _monitor_flag(monitor)
