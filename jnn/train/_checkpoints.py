@@ -94,7 +94,7 @@ def digest(tree) -> str:
 def signature(tree) -> list[str]:
     """``"path shape dtype"`` of every leaf: what a checkpoint must match to be restored."""
     return [
-        f"{jax.tree_util.keystr(path)} {tuple(np.shape(leaf))} {np.dtype(leaf.dtype).name}"
+        f"{jax.tree_util.keystr(path)} {tuple(np.shape(leaf))} {leaf.dtype}"
         for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
     ]
 
