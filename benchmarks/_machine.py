@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
+import time
 
 
 def cpu_name() -> str:
@@ -30,3 +32,19 @@ def emit(lines, markdown=None) -> None:
     if markdown:
         with open(markdown, "a") as f:
             f.write(text + "\n")
+
+
+def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of one jitted float32 ``(n, n) @ (n, n)`` on JAX's default device (median of
+    ``repeats`` after a warm-up): the machine's matmul rate that throughput is judged against."""
+    import jax
+
+    a = jax.random.normal(jax.random.key(0), (n, n))
+    f = jax.jit(lambda a: a @ a)
+    f(a).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f(a).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times) / 1e9

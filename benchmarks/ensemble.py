@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _machine import cpu_name, emit, load_average
+from _machine import cpu_name, emit, load_average, matmul_rate
 
 SIZES = (64, 128, 128, 10)
 BATCH = 128
@@ -286,15 +286,7 @@ def _rate(run, k, repeats):
 
 
 def matmul_peak():
-    a = jax.random.normal(jax.random.key(0), (2048, 2048))
-    f = jax.jit(lambda a: a @ a)
-    f(a).block_until_ready()
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        f(a).block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return 2 * 2048**3 / statistics.median(times) / 1e9
+    return matmul_rate(2048)
 
 
 def speed(repeats, markdown=None):
