@@ -4,7 +4,8 @@
   loss at zero outputs: ``log C`` for softmax cross-entropy, ``(C - 1) * margin`` for the
   Weston-Watkins hinge, ``log 2`` per attribute for binary cross-entropy.
 - :func:`check_regularization`: a larger regularisation strength gives a larger loss.
-- :func:`check_overfit`: a tiny training set (20 examples) reaches 100% training accuracy.
+- :func:`check_overfit`: a tiny training set (20 examples) is memorised: 100% training
+  accuracy for a classification, a loss near zero (against predicting the mean) for a regression.
 - :func:`check_gradients`: :func:`jnn.gradcheck.check_grads` on the training objective,
   optionally after a few training steps ("characteristic mode of operation").
 
@@ -266,6 +267,20 @@ def _memorised(model, params, model_state, x, y):
     return jnp.mean(jnp.all(hit.reshape(hit.shape[0], -1), axis=-1).astype(jnp.float32))
 
 
+def _is_regression(loss, y) -> bool:
+    """A regression: floating targets with any loss but the 0/1 binary cross-entropy."""
+    return not jnp.issubdtype(y.dtype, jnp.integer) and loss is not (
+        _losses.sigmoid_binary_cross_entropy
+    )
+
+
+def _constant_loss(loss, y) -> float:
+    """The regression baseline ``mean_i loss(mean_j y_j, y_i)``: the loss of predicting the mean
+    target for every example (for ``l2_loss`` the targets' total variance)."""
+    y = jnp.asarray(y)
+    return float(jnp.mean(loss(jnp.broadcast_to(jnp.mean(y, axis=0), y.shape), y)))
+
+
 def check_overfit(
     model,
     loss,
@@ -278,13 +293,19 @@ def check_overfit(
     max_steps: int = 500,
     eval_every: int = 10,
     step_options: dict | None = None,
+    regression_tol: float = 1e-2,
 ) -> CheckResult:
-    """Trains on the first ``n`` examples until training accuracy is 100%.
+    """Trains on the first ``n`` examples until they are memorised.
 
     Full-batch steps of ``jnn.train.make_step(model, loss, optimizer, **step_options)``,
-    ``eval_every`` at a time inside one jitted ``lax.scan``; accuracy is measured in inference
-    mode (argmax for integer labels; every output's sign for 0/1 multi-label targets).
-    If a network cannot memorise 20 examples, training the full set is not worth starting.
+    ``eval_every`` at a time inside one jitted ``lax.scan``, measured in inference mode.
+    A classification (integer labels, or ``sigmoid_binary_cross_entropy`` on 0/1 targets) is
+    memorised at 100% training accuracy (argmax; every output's sign for multi-label targets).
+    A regression (floating targets with any other loss, e.g. ``l2_loss``) is judged by its
+    loss: memorised when ``mean loss <= regression_tol * baseline``, the baseline being the
+    loss of predicting the mean target for every example (``1 - R^2 <= regression_tol`` for
+    ``l2_loss``). If a network cannot memorise 20 examples, training the full set is not
+    worth starting.
 
     Args:
       model, loss: the network and its per-example loss.
@@ -293,19 +314,29 @@ def check_overfit(
       key: PRNG key (initialisation and dropout).
       n: number of examples.
       max_steps: the step budget.
-      eval_every: steps between accuracy measurements.
+      eval_every: steps between measurements.
       step_options: keyword arguments of ``make_step`` (``l2``, ``clip_norm``, ...).
+      regression_tol: a regression's loss, as a fraction of the baseline, that counts as
+        memorised.
 
     Returns:
-      ``CheckResult("overfit", ok, measured=steps taken (or the best accuracy), expected,
-      message)`` with the loss curve in ``details``.
+      ``CheckResult("overfit", ok, measured, expected, message)`` with the loss curve in
+      ``details``; ``measured`` is the steps taken when it passed, else the best training
+      accuracy (classification) or the lowest loss / baseline ratio (regression).
     """
     model = as_model(model)
     x, y = jnp.asarray(x)[:n], jnp.asarray(y)[:n]
+    regression = _is_regression(loss, y)
     options = {"jit": False, "monitor": False, **(step_options or {})}
     step = _train.make_step(model, loss, optimizer, **options)
     init_key, step_key = jax.random.split(key)
     state = _train.init(model, optimizer, init_key, x.shape)
+
+    def fitted(params, model_state):
+        """Higher is better: training accuracy, or minus the inference-mode loss."""
+        if not regression:
+            return _memorised(model, params, model_state, x, y)
+        return -jnp.mean(loss(model.apply(params, model_state, x, train=False)[0], y))
 
     @jax.jit
     def run(state):
@@ -314,27 +345,60 @@ def check_overfit(
             return s, metrics["loss"]
 
         state, curve = jax.lax.scan(body, state, None, length=eval_every)
-        return state, curve, _memorised(model, state.params, state.model_state, x, y)
+        return state, curve, fitted(state.params, state.model_state)
 
-    curve, best, steps = [], 0.0, 0
+    # A classification passes at accuracy 1; a regression at -loss >= -tol * baseline.
+    target = -regression_tol * _constant_loss(loss, y) if regression else 1.0
+    curve, best, steps = [], -math.inf, 0
     while steps < max_steps:
-        state, chunk, acc = run(state)
+        state, chunk, score = run(state)
         steps += eval_every
         curve.extend(np.asarray(chunk, np.float64).tolist())
-        best = max(best, float(acc))
-        if best >= 1.0:
+        best = max(best, float(score))
+        if best >= target:
             break
-    expected = f"100% training accuracy on {x.shape[0]} examples within {max_steps} steps"
+    if regression:
+        return _regression_result(curve, best, steps, x.shape[0], max_steps, target, regression_tol)
+    return _classification_result(curve, best, steps, x.shape[0], max_steps)
+
+
+def _classification_result(curve, best, steps, n, max_steps) -> CheckResult:
+    expected = f"100% training accuracy on {n} examples within {max_steps} steps"
     if best >= 1.0:
-        message = f"reached 100% training accuracy on {x.shape[0]} examples in {steps} steps."
+        message = f"reached 100% training accuracy on {n} examples in {steps} steps."
         return CheckResult("overfit", True, steps, expected, message, details=curve)
-    last = ", ".join(f"{v:.4g}" for v in curve[-5:])
-    first = curve[0] if curve else float("nan")
     message = (
-        f"best training accuracy {_floor_percent(best)} after {steps} steps on {x.shape[0]} "
-        f"examples; last losses {last} (first {first:.4g}); {_overfit_hint(curve)}."
+        f"best training accuracy {_floor_percent(best)} after {steps} steps on {n} "
+        f"examples; {_curve_summary(curve)}; {_overfit_hint(curve)}."
     )
     return CheckResult("overfit", False, best, expected, message, details=curve)
+
+
+def _regression_result(curve, best, steps, n, max_steps, target, tol) -> CheckResult:
+    baseline = target / -tol
+    expected = (
+        f"training loss <= {tol:g} x {baseline:.4g} (the loss of predicting the mean target) "
+        f"on {n} examples within {max_steps} steps"
+    )
+    if best >= target:
+        message = (
+            f"training loss {-best:.4g} <= {tol:g} x {baseline:.4g} (the loss of predicting the "
+            f"mean target) on {n} examples in {steps} steps: memorised."
+        )
+        return CheckResult("overfit", True, steps, expected, message, details=curve)
+    ratio = -best / baseline if baseline > 0 else math.inf
+    message = (
+        f"lowest training loss {-best:.4g} after {steps} steps on {n} examples is "
+        f"{ratio:.4g} x the loss of predicting the mean target ({baseline:.4g}); memorised "
+        f"needs <= {tol:g} x; {_curve_summary(curve)}; {_overfit_hint(curve)}."
+    )
+    return CheckResult("overfit", False, ratio, expected, message, details=curve)
+
+
+def _curve_summary(curve) -> str:
+    last = ", ".join(f"{v:.4g}" for v in curve[-5:])
+    first = curve[0] if curve else float("nan")
+    return f"last losses {last} (first {first:.4g})"
 
 
 def _overfit_hint(curve) -> str:
@@ -349,7 +413,8 @@ def _overfit_hint(curve) -> str:
         return "the loss diverged: lower the learning rate"
     return (
         "the loss moves but the model cannot memorise the examples: check that the labels "
-        "match the inputs (shuffled separately?), the learning rate, and the model's capacity"
+        "(targets) match the inputs (shuffled separately?), the learning rate, and the "
+        "model's capacity"
     )
 
 
@@ -451,6 +516,7 @@ def run_all(
     warmup_steps: int = 5,
     step_options: dict | None = None,
     check_options: dict | None = None,
+    regression_tol: float = 1e-2,
 ) -> SanityReport:
     """Runs every sanity check on one model and returns a :class:`SanityReport`.
 
@@ -469,6 +535,8 @@ def run_all(
       warmup_steps: training steps before the gradient check (characteristic mode).
       step_options: ``make_step`` options (``l1``, ``l2``, ``clip_norm``...).
       check_options: ``jnn.gradcheck.check_grads`` options.
+      regression_tol: how close to zero a regression's training loss must come, as a fraction
+        of the loss of predicting the mean target (see :func:`check_overfit`).
 
     Returns:
       A :class:`SanityReport` (``.ok``, ``.checks``, ``str(report)``).
@@ -502,6 +570,7 @@ def run_all(
             n=n,
             max_steps=max_steps,
             step_options=step_options,
+            regression_tol=regression_tol,
         ),
     ]
     if gradients:

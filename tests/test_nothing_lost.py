@@ -365,3 +365,70 @@ def test_default_checkpointing_is_by_time(tmp_path):
     train.fit(*args, checkpoint_dir=tmp_path / "always", checkpoint_seconds=0.0, **kwargs)
     saved = sorted(int(p.name) for p in (tmp_path / "always").iterdir() if p.name.isdigit())
     assert saved == [3, 4]  # every epoch written; the newest two kept
+
+
+# A program whose XLA compilation takes minutes (500 unrolled matmul + reduction steps: about
+# a second to lower, then well over 10 s to compile even on a fast machine), compiled under
+# the command's hard-exit signal guard.
+_LONG_COMPILATION = """
+import jax, jax.numpy as jnp
+from jnn import _signals
+
+def f(x):
+    body = lambda i, x: jnp.sin(x @ x) + jnp.cos(x).sum() * i
+    return jax.lax.fori_loop(0, 500, body, x, unroll=500)
+
+with _signals.guard(hard_exit=True):
+    lowered = jax.jit(f).lower(jnp.ones((4, 4)))
+    print("compiling", flush=True)
+    lowered.compile()
+    print("compiled", flush=True)
+"""
+
+# A main thread blocked in C with the GIL released, where no signal reaches Python: a second
+# lock of a default glibc mutex never returns (futex waits restart after a signal), as a
+# compiler or a native library's wait can be. Only the guard's watcher thread can end it.
+_STUCK_IN_C = """
+import ctypes
+from jnn import _signals
+
+libc = ctypes.CDLL(None)
+mutex = ctypes.create_string_buffer(64)  # zeroed: PTHREAD_MUTEX_INITIALIZER
+with _signals.guard(hard_exit=True):
+    libc.pthread_mutex_lock(mutex)
+    print("stuck", flush=True)
+    libc.pthread_mutex_lock(mutex)  # ctypes releases the GIL; this never returns
+    print("unstuck", flush=True)
+"""
+
+
+def _signal_while(script, ready, done, sig):
+    """Runs ``script``, sends ``sig`` once it printed ``ready``; returns (rc, stderr) after
+    checking that it ended before printing ``done``, without a traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
+    _wait_for_line(proc, ready, timeout=120)
+    time.sleep(0.3)  # inside the long call
+    proc.send_signal(sig)
+    # The guard's grace with nothing to save is 2 s; a hang runs into this timeout instead.
+    rc, out, err = _finish(proc, timeout=30)
+    assert done not in out, out  # it ended during the call, not after
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert f"interrupted by {signal.Signals(sig).name}" in err, err
+    return rc
+
+
+def test_sigterm_during_a_long_compilation_ends_the_process_within_seconds():
+    rc = _signal_while(_LONG_COMPILATION, "compiling", "compiled", signal.SIGTERM)
+    assert rc == 143
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a glibc mutex")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_main_thread_stuck_in_c_is_ended_by_the_watcher(sig):
+    assert _signal_while(_STUCK_IN_C, "stuck", "unstuck", sig) == 128 + sig

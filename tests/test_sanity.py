@@ -229,3 +229,57 @@ def test_overfit_message_floors_the_best_accuracy(key):
     assert not bad.ok and bad.measured < 1.0
     want = f"{np.floor(round(bad.measured * 1000, 3)) / 10:.1f}%"
     assert f"best training accuracy {want} after" in bad.message
+
+
+# ----------------------------------------------------------------------------- regression
+
+# Twenty float targets unrelated to the inputs: only a model with enough capacity memorises them.
+T = np.random.default_rng(7).normal(size=(20, 1)).astype(np.float32)
+
+
+def test_a_regression_that_memorises_is_judged_by_its_loss_not_accuracy(key):
+    # A linear model on 64 features interpolates 20 arbitrary targets exactly.
+    linear = nn.Serial(nn.Dense(1))
+    report = sanity.run_all(linear, losses.l2_loss, optim.adam(0.1), X, T, key=key, gradients=False)
+    fit = report["overfit"]
+    assert fit.ok, fit.message
+    assert "accuracy" not in fit.message and "memorised" in fit.message
+    # Independent reference: the loss of predicting the mean target is the targets' variance.
+    baseline = float(np.mean(np.sum((T - T.mean(0)) ** 2, axis=1)))
+    assert f"{baseline:.4g}" in fit.message
+    assert min(fit.details) < 0.01 * baseline
+
+
+def test_a_regression_that_cannot_memorise_fails_on_its_loss(key):
+    # One input feature cannot carry 20 arbitrary targets.
+    one_feature = X[:20, 20:21]
+    linear = nn.Serial(nn.Dense(1))
+    bad = sanity.check_overfit(
+        linear, losses.l2_loss, optim.adam(0.1), one_feature, T, key=key, max_steps=100
+    )
+    assert not bad.ok
+    assert "accuracy" not in bad.message and "predicting the mean target" in bad.message
+    assert 0.5 < bad.measured <= 1.0  # a line explains little of random targets
+
+
+@pytest.mark.parametrize(("factor", "ok"), [(1.0001, True), (0.9999, False)])
+def test_regression_threshold_just_inside_and_just_outside(key, factor, ok):
+    # A frozen model (lr 0) that predicts the constant c: its loss / baseline ratio is, by
+    # hand, mean (c - y)^2 / mean (y - mean y)^2; a tolerance just above it passes.
+    c = 0.25
+    frozen = nn.Serial(nn.Dense(1, w_init=init.constant(0.0), b_init=init.constant(c)))
+    ratio = float(np.mean((c - T) ** 2) / np.mean((T - T.mean()) ** 2))
+    result = sanity.check_overfit(
+        frozen,
+        losses.l2_loss,
+        optim.sgd(0.0),
+        X,
+        T,
+        key=key,
+        max_steps=10,
+        regression_tol=ratio * factor,
+    )
+    assert result.ok is ok, result.message
+    if not ok:
+        np.testing.assert_allclose(result.measured, ratio, rtol=1e-5)
+        assert "did not move" in result.message

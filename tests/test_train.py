@@ -459,3 +459,19 @@ def test_bfloat16_fit_with_batchnorm_and_evaluate(digits):
         losses.softmax_cross_entropy,
     )
     assert got["accuracy"] > 0.8
+
+
+def test_fit_on_one_example_per_class_names_only_what_the_user_gave():
+    # fit never carves a validation split: one example per class trains as given ...
+    model = nn.Serial(nn.Dense(5))
+    x, y = np.eye(5, 3, dtype=np.float32), np.arange(5)
+    args = (model, losses.softmax_cross_entropy, optim.sgd(0.1))
+    options = dict(epochs=1, batch_size=5, key=jax.random.key(0), progress=False)
+    res = train.fit(*args, (x, y), **options)
+    assert len(res.history) == 1
+    # ... and a bad val_data is named as such, never as the training arrays.
+    bad_x = np.full((5, 3), np.nan, np.float32)
+    with pytest.raises(ValueError, match="x_val contains NaN"):
+        train.fit(*args, (x, y), val_data=(bad_x, y), **options)
+    with pytest.raises(ValueError, match="got 7 in y_val"):
+        train.fit(*args, (x, y), val_data=(x, np.full(5, 7)), **options)

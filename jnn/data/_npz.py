@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from jnn.data._dataset import Dataset
-from jnn.data._validate import check_class_labels, check_dataset, infer_num_classes
+from jnn.data._validate import check_class_labels, check_dataset, infer_num_classes, validate
 
 __all__ = ["load_npz"]
 
@@ -57,6 +57,36 @@ def _check_pairs(raw: dict, path: Path) -> None:
             )
 
 
+def _carve_validation(raw: dict, path: Path, val_fraction: float) -> None:
+    """Moves the last ``val_fraction`` of ``x_train``/``y_train`` to ``x_val``/``y_val``.
+
+    Raises:
+      ValueError: too few examples, or a class whose every example the split would take
+        (named, with its count in the file's ``y_train``).
+    """
+    x, y = raw["x_train"], raw["y_train"]
+    n_val = max(1, int(round(len(x) * val_fraction)))
+    if n_val >= len(x):
+        raise ValueError(
+            f"x_train in {str(path)!r} has {len(x)} example(s): too few to split off a "
+            "validation set; add x_val and y_val to the file."
+        )
+    kept = np.unique(y[:-n_val])
+    lost = np.setdiff1d(np.unique(y[-n_val:]), kept)
+    if lost.size:
+        c = int(lost[0])
+        count = int(np.sum(y == c))
+        others = f" (and {lost.size - 1} more class(es))" if lost.size > 1 else ""
+        raise ValueError(
+            f"y_train in {str(path)!r} has {count} example(s) of class {c}{others}, all in its "
+            f"last {n_val} example(s), which become the validation split (the file has no "
+            f"x_val/y_val): no class-{c} example is left to train on. Give each class at least "
+            "2 examples, not all at the end of y_train, or add x_val and y_val to the file."
+        )
+    raw["x_val"], raw["y_val"] = x[-n_val:], y[-n_val:]
+    raw["x_train"], raw["y_train"] = x[:-n_val], y[:-n_val]
+
+
 def load_npz(path, *, val_fraction: float = 0.1) -> Dataset:
     """A :class:`Dataset` from a ``.npz`` of ``x_train, y_train, x_test, y_test`` (optional
     ``x_val``/``y_val`` and ``num_classes``).
@@ -85,13 +115,12 @@ def load_npz(path, *, val_fraction: float = 0.1) -> Dataset:
         if name in raw:
             check_class_labels(raw[name], name)
             raw[name] = _labels(raw[name], name)
-    if "x_val" not in raw:
-        n_val = max(1, int(round(len(raw["x_train"]) * val_fraction)))
-        if n_val >= len(raw["x_train"]):
-            raise ValueError(f"x_train has {len(raw['x_train'])} examples: too few to validate.")
-        raw["x_val"], raw["y_val"] = raw["x_train"][-n_val:], raw["y_train"][-n_val:]
-        raw["x_train"], raw["y_train"] = raw["x_train"][:-n_val], raw["y_train"][:-n_val]
     given = int(raw["num_classes"]) if "num_classes" in raw else None
+    if "x_val" not in raw:
+        # Checked on the user's own y_train before the split, so no message names a y_val
+        # the file does not hold.
+        validate(raw["x_train"], raw["y_train"], infer_num_classes(raw["y_train"], given))
+        _carve_validation(raw, path, val_fraction)
     shape = tuple(np.shape(raw["x_train"])[1:])
     ds = Dataset(
         **{k: raw[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")},

@@ -77,11 +77,12 @@ def _hidden_layers(config, input_shape, dropout):
         if config.model == "cnn":
             spatial = [s // 2 for s in spatial]
             if min(spatial) < 1:
+                widths = ",".join(str(w) for w in config.widths)
                 raise ValueError(
-                    f"impossible shape: CNN layer {i + 1} of {len(config.widths)} would pool "
-                    f"an input of spatial shape {tuple(input_shape[:-1])} down to "
-                    f"{tuple(spatial)}; use at most {int(math.log2(min(input_shape[:-1])))} "
-                    "conv layers for this data"
+                    f"impossible shape: --widths {widths} makes {len(config.widths)} conv "
+                    f"layers, and layer {i + 1} would pool an input of spatial shape "
+                    f"{tuple(input_shape[:-1])} down to {tuple(spatial)}; give --widths at "
+                    f"most {int(math.log2(min(input_shape[:-1])))} entries for this data"
                 )
             layers.append(nn.MaxPool((2,) * len(spatial)))
         elif _active(dropout):
@@ -133,7 +134,11 @@ def check_memory(config: RunConfig, model, input_shape, *, budget=None) -> None:
     budget = _memory_budget() if budget is None else budget
     if need > budget:
         who = f"{members} members x {_gib(per_member)} " if members > 1 else ""
-        hint = "fewer --ensemble members or swept values" if members > 1 else "a smaller model"
+        hint = (
+            "fewer --ensemble members or swept values"
+            if members > 1
+            else "smaller --widths or --batch-size"
+        )
         raise ValueError(
             f"the run needs about {_gib(need)} ({who}for {params:,} parameters, "
             f"{out[-1]:,} outputs, and their activations) but this machine has "

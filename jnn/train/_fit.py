@@ -250,7 +250,7 @@ def _checked_data(model, state, train_data, val_data, batch_size, patience):
         )
     if val_data is not None:
         val_data = tuple(np.asarray(a) for a in val_data)
-        _data.validate(*val_data, classes, None)
+        _data.validate(*val_data, classes, None, name="val")
     return (x, y), val_data
 
 
