@@ -31,12 +31,26 @@ def _read(path: Path) -> dict:
 
 
 def _labels(y, name: str):
+    """Integer labels; integral floats become labels, other finite floats stay regression
+    targets (float32)."""
     y = np.asarray(y)
     if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
         return y.astype(np.int64)
+    if np.issubdtype(y.dtype, np.floating):
+        return y.astype(np.float32)
     if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{name} must hold integer class labels, got dtype {y.dtype}.")
+        raise ValueError(
+            f"{name} must hold integer class labels or float targets, got dtype {y.dtype}."
+        )
     return y
+
+
+def _num_classes(raw: dict) -> int:
+    """The number of classes; 0 for float (regression) targets."""
+    if np.issubdtype(raw["y_train"].dtype, np.floating):
+        return 0
+    given = int(raw["num_classes"]) if "num_classes" in raw else None
+    return infer_num_classes(raw["y_train"], given)
 
 
 def _check_pairs(raw: dict, path: Path) -> None:
@@ -61,9 +75,10 @@ def load_npz(path, *, val_fraction: float = 0.1) -> Dataset:
     """A :class:`Dataset` from a ``.npz`` of ``x_train, y_train, x_test, y_test`` (optional
     ``x_val``/``y_val`` and ``num_classes``).
 
-    Without ``x_val`` the last ``val_fraction`` of the training arrays validate. Labels must
-    be integers (integral floats are converted); ``num_classes`` defaults to ``max + 1`` with
-    every class present in the training labels (see :func:`infer_num_classes`). Inputs keep
+    Without ``x_val`` the last ``val_fraction`` of the training arrays validate. Labels are
+    integers (integral floats are converted; other floats are regression targets, with
+    ``num_classes`` 0; a 2-D 0/1 array is attribute labels); ``num_classes`` defaults to
+    ``max + 1`` with every class present in the training labels (see :func:`infer_num_classes`). Inputs keep
     their dtype (no standardisation: ``jnn.monitor.diagnose`` says when they look unscaled).
     Inputs of shape ``(N, L, C)`` or ``(N, H, W, C)`` keep their spatial layout for CNNs.
 
@@ -90,11 +105,10 @@ def load_npz(path, *, val_fraction: float = 0.1) -> Dataset:
             raise ValueError(f"x_train has {len(raw['x_train'])} examples: too few to validate.")
         raw["x_val"], raw["y_val"] = raw["x_train"][-n_val:], raw["y_train"][-n_val:]
         raw["x_train"], raw["y_train"] = raw["x_train"][:-n_val], raw["y_train"][:-n_val]
-    given = int(raw["num_classes"]) if "num_classes" in raw else None
     shape = tuple(np.shape(raw["x_train"])[1:])
     ds = Dataset(
         **{k: raw[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")},
-        num_classes=infer_num_classes(raw["y_train"], given),
+        num_classes=_num_classes(raw),
         input_shape=shape,
         image_shape=shape if len(shape) >= 2 else None,
         name=path.name,
