@@ -78,8 +78,9 @@ def load_npz(path, *, val_fraction: float = 0.1) -> Dataset:
     Without ``x_val`` the last ``val_fraction`` of the training arrays validate. Labels are
     integers (integral floats are converted; other floats are regression targets, with
     ``num_classes`` 0; a 2-D 0/1 array is attribute labels); ``num_classes`` defaults to
-    ``max + 1`` with every class present in the training labels (see :func:`infer_num_classes`). Inputs keep
-    their dtype (no standardisation: ``jnn.monitor.diagnose`` says when they look unscaled).
+    ``max + 1`` with every class present in the training labels (see
+    :func:`infer_num_classes`). Inputs keep their dtype (no standardisation:
+    ``jnn.monitor.diagnose`` says when they look unscaled).
     Inputs of shape ``(N, L, C)`` or ``(N, H, W, C)`` keep their spatial layout for CNNs.
 
     Args:

@@ -201,8 +201,8 @@ def build_schedule(config: RunConfig, steps_per_epoch: int, lr=None):
     linear ramp from 0 in front of the schedule: ``constant``; ``cosine`` (to 0 at the end);
     ``warmup-cosine`` (warm-up 5% of training unless ``--warmup`` is given); ``step`` (x0.1 at
     50% and 75% of training); ``exponential`` (to 1% at the end); ``linear`` (to 0 at the
-    end); ``inverse-sqrt`` (``lr / sqrt(1 + step / steps_per_epoch)``). With ``--snapshots N`` the cosine restarts
-    ``N`` times (one cycle per snapshot, Huang et al. 2017).
+    end); ``inverse-sqrt`` (``lr / sqrt(1 + step / steps_per_epoch)``). With ``--snapshots
+    N`` the cosine restarts ``N`` times (one cycle per snapshot, Huang et al. 2017).
 
     Args:
       config: the run's options.

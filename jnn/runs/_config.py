@@ -269,17 +269,13 @@ class RunConfig:
                 "spatial positions, which flat MLP features do not have"
             )
         if self.preprocess in ("pca", "whiten") and self.model != "mlp":
-            raise ValueError(
-                f"--preprocess {self.preprocess} gives flat features: use --model mlp"
-            )
+            raise ValueError(f"--preprocess {self.preprocess} gives flat features: use --model mlp")
         if self.pca_dims is not None and self.preprocess not in ("pca", "whiten"):
             raise ValueError("--pca-dims applies to --preprocess pca or whiten")
 
     def _check_task(self) -> None:
         if self.bins is not None and self.bins < 2:
-            raise ValueError(
-                f"--bins must be >= 2, got {self.bins} (one bin predicts a constant)"
-            )
+            raise ValueError(f"--bins must be >= 2, got {self.bins} (one bin predicts a constant)")
         if self.task in ("classes", "attributes") and self.bins is not None:
             raise ValueError(f"--bins discretises a regression target; the task is {self.task}")
         classes = self.task == "classes" or self.bins is not None
@@ -293,8 +289,11 @@ class RunConfig:
                     "--patience stops on validation accuracy, which needs class labels "
                     f"(the task is {self.task})"
                 )
-        if self.num_members > 1 and self.task not in (None, "classes") or self.bins and (
+        if (
             self.num_members > 1
+            and self.task not in (None, "classes")
+            or self.bins
+            and (self.num_members > 1)
         ):
             what = f"--bins {self.bins}" if self.bins else f"the task is {self.task}"
             raise ValueError(f"--ensemble and sweeps train class labels only ({what})")

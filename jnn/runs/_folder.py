@@ -101,7 +101,7 @@ class RunFolder:
     def clear(self) -> None:
         """Removes a previous run's files (``--overwrite``)."""
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
-        for name in ("config.json", "metrics.jsonl", "summary.json", "report.md"):
+        for name in ("config.json", "metrics.jsonl", "summary.json", "report.md", "preprocess.npz"):
             (self.path / name).unlink(missing_ok=True)
 
     def load_config(self) -> dict:
@@ -110,6 +110,13 @@ class RunFolder:
     @_primary_only
     def save_config(self, config) -> None:
         config.save(self.path / "config.json")
+
+    @_primary_only
+    def save_preprocess(self, stats) -> None:
+        """``preprocess.npz``: the ``--preprocess`` statistics fitted on the training split."""
+        from jnn.runs import _preprocess
+
+        _preprocess.save(self.path, stats)
 
     @_primary_only
     def append_metrics(self, record: dict) -> None:
@@ -133,7 +140,9 @@ class RunFolder:
         (self.path / "summary.json").write_text(json.dumps(jsonable(summary), indent=2) + "\n")
 
     @_primary_only(otherwise=dict)
-    def write_plots(self, history, stats, params, image_shape, reliability=None) -> dict:
+    def write_plots(
+        self, history, stats, params, image_shape, reliability=None, accuracy=True
+    ) -> dict:
         """Writes the babysitting figures; returns ``{name: file name}``.
 
         Args:
@@ -142,15 +151,17 @@ class RunFolder:
           params: the final params (the first layer's weights are drawn).
           image_shape: the inputs' spatial layout, or ``None``.
           reliability: optional ``(probs, labels)`` for the reliability diagram.
+          accuracy: draw the accuracy curve (runs without class labels have none).
         """
         import jnn.plots as plots
 
         written = {
             "loss": plots.loss_curve(history, self.path / "loss.png"),
-            "accuracy": plots.accuracy_curve(history, self.path / "accuracy.png"),
             "update_ratio": plots.update_ratio_curve(history, self.path / "update_ratio.png"),
             "activations": plots.activation_histograms(stats, self.path / "activations.png"),
         }
+        if accuracy:
+            written["accuracy"] = plots.accuracy_curve(history, self.path / "accuracy.png")
         first = plots.first_layer(params, self.path / "first_layer.png", image_shape=image_shape)
         if first is not None:
             written["first_layer"] = first
@@ -172,6 +183,7 @@ class RunFolder:
             lines += [summary["last_epoch"], ""]
         lines += ["## Diagnostics", ""]
         lines += [f"- {d}" for d in summary["diagnostics"]] or ["- no problems found"]
+        lines += [f"- {why}" for why in summary.get("absent_plots", [])]
         for table in tables:
             lines += ["", table]
         config_json = json.dumps(config.to_json(), indent=2)
