@@ -202,6 +202,8 @@ class RunConfig:
     def check(self) -> None:
         """Raises ``ValueError`` naming the first option that is out of range."""
         for name, choices in _CHOICES.items():
+            if name == "task" and self.task is None:  # --data: read off the labels
+                continue
             if getattr(self, name) not in choices:
                 raise ValueError(
                     f"--{_flag(name)} must be one of {choices}, got {getattr(self, name)!r}"
