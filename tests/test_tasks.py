@@ -20,7 +20,7 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error
 
 import jnn.data as data
 from jnn import cli, losses, monitor, nn
-from jnn.runs import RunConfig, _builders, _preprocess, _tasks
+from jnn.runs import RunConfig, _builders, _preprocess, _tasks, _train_job
 
 TINY = ["--no-progress", "--no-plots", "--overwrite"]
 
@@ -176,14 +176,15 @@ def test_constant_init_svm_whiten_l1_max_norm_linear_end_to_end(tmp_path):
     np.savez(out / "preprocess.npz", **{**stored_stats, "mean": stored_stats["mean"] + 50.0})
     rc, spoiled, _ = _train("--out", str(out), "--resume", "--no-progress", "--no-plots")
     assert rc == 0 and _summary(out)["test_loss"] != summary["test_loss"]
-    # max-norm held: every unit's incoming weights have norm <= 0.5 (plus rounding)
-    # and L1 at work is covered by the penalty tests of jnn.regularizers.
+    # --l1 and --max-norm reach the training step (jnn.regularizers' tests prove the step).
+    config = RunConfig.from_json(stored)
+    assert _train_job._step_options(config, None) == {"l1": 1e-3, "max_norm": 0.5}
 
 
-def test_attributes_on_mnist1d_cnn_with_instance_norm_and_input_noise(tmp_path):
+def test_attributes_on_a_digits_cnn_with_instance_norm_and_input_noise(tmp_path):
     out = tmp_path / "attrs"
     rc, printed, _ = _train(
-        "--dataset", "mnist1d", "--model", "cnn", "--widths", "4,4", "--norm", "instance",
+        "--dataset", "digits", "--model", "cnn", "--widths", "4", "--norm", "instance",
         "--init", "normal", "--input-noise", "0.1", "--task", "attributes", "--epochs", "1",
         "--out", str(out), "--no-progress", "--overwrite",
     )  # fmt: skip
@@ -206,14 +207,25 @@ def test_attributes_on_mnist1d_cnn_with_instance_norm_and_input_noise(tmp_path):
 
 def test_diabetes_regression_and_bins_side_by_side(tmp_path):
     rc, printed, _ = _train(
-        "--dataset", "diabetes", "--epochs", "3", "--out", str(tmp_path / "r"), *TINY
-    )
+        "--dataset", "diabetes", "--widths", "16", "--epochs", "3", "--out", str(tmp_path / "r"),
+        *TINY,
+    )  # fmt: skip
     assert rc == 0, printed
     m = re.fullmatch(r"test RMSE (\S+) \(MAE (\S+)\)", printed.splitlines()[-1])
     assert m and float(m[2]) < float(m[1]) < 200, printed
     assert _summary(tmp_path / "r")["test_rmse"] == pytest.approx(float(m[1]), rel=1e-3)
     rc, printed, _ = _train(
-        "--dataset", "diabetes", "--bins", "4", "--epochs", "3", "--out", str(tmp_path / "b"), *TINY
+        "--dataset",
+        "diabetes",
+        "--bins",
+        "4",
+        "--widths",
+        "16",
+        "--epochs",
+        "3",
+        "--out",
+        str(tmp_path / "b"),
+        *TINY,
     )
     assert rc == 0, printed
     assert re.fullmatch(r"test RMSE \S+ \(MAE \S+\)", printed.splitlines()[-1])
