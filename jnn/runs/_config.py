@@ -63,12 +63,11 @@ _DEFAULT_WEIGHT_DECAY = {"adamw": (1e-4,)}
 _DEFAULT_EPOCHS = {"mlp": 30, "cnn": 20}
 _DEFAULT_BATCH = {"mlp": 128, "cnn": 64}
 # The built-in MNIST-1D CNN follows the notes: a larger model, regularised (batch norm,
-# dropout, input noise), trained longer (see BENCHMARKS.md section 1).
+# dropout), trained longer (BENCHMARKS.md section 1: input noise did not help here).
 _MNIST1D_CNN = {
     "widths": (64, 128, 256),
     "norm": "batch",
     "dropout": (0.4,),
-    "input_noise": (0.0,),
     "epochs": 80,
 }
 _CHOICES = {
