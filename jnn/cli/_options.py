@@ -185,8 +185,8 @@ def _model(p):
         type=list_of(nonneg_float, "noise levels"),
         default=S,
         metavar="SIGMA",
-        help="Gaussian noise of std SIGMA added to the inputs in training only (0; the "
-        "mnist1d CNN: none); a comma list is a sweep",
+        help="Gaussian noise of std SIGMA added to the inputs in training only (0); a comma "
+        "list is a sweep",
     )
     g.add_argument(
         "--init",
