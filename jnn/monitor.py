@@ -36,6 +36,7 @@ __all__ = [
     "diagnose",
     "diagnostics_table",
     "grad_norms",
+    "identical_units",
     "input_scale",
     "ratio_medians",
     "update_ratios",
@@ -229,11 +230,13 @@ def _finite(value):
 
 
 class _Evidence(NamedTuple):
-    """What the rules read: the history, the activation statistics, the input scale."""
+    """What the rules read: the history, the activation statistics, the input scale, the
+    final parameters."""
 
     history: list
     activation_stats: dict
     inputs: InputScale | None
+    params: object = None
 
 
 class _Limits(NamedTuple):
@@ -383,6 +386,45 @@ def _saturated_units(evidence: _Evidence, limits: _Limits) -> list[str]:
     ]
 
 
+def identical_units(params, tol: float = 1e-6) -> dict:
+    """The layers whose units all have the same incoming weights: ``{layer: spread}``.
+
+    A unit's weights are one column of the last axis of a weight leaf (``jnn._tree``'s rule:
+    a Dense ``(in, out)`` column, a Conv ``(*window, in, out)`` filter). The spread is
+    ``max |w[..., j] - w[..., 0]| / max(max |w|, 1e-30)``; a layer with at least two units and
+    a spread ``<= tol`` is listed: its units compute the same function and get the same
+    gradient, so training can never tell them apart (a constant initialisation's symmetry).
+
+    Args:
+      params: a pytree of parameters with string keys.
+      tol: the largest relative spread counted as identical.
+
+    Returns:
+      ``{"dense_0": spread, ...}`` in tree order (layer name: the leaf's path without ``/w``).
+    """
+    found = {}
+    for name, w in _tree.weight_leaves(params).items():
+        w = np.asarray(w, np.float64)
+        if w.ndim < 2 or w.shape[-1] < 2:
+            continue
+        scale = max(float(np.max(np.abs(w))), 1e-30)
+        spread = float(np.max(np.abs(w - w[..., :1]))) / scale
+        if spread <= tol:
+            found[name.rsplit("/", 1)[0]] = spread
+    return found
+
+
+def _identical_units(evidence: _Evidence, limits: _Limits) -> list[str]:
+    if evidence.params is None:
+        return []
+    return [
+        f"identical units in {layer}: symmetry never broken (every unit has the same "
+        f"weights, relative spread {spread:.0e} <= {limits.text('identical_tol')}): "
+        "initialise the weights randomly (--init kaiming_normal), never with a constant"
+        for layer, spread in identical_units(evidence.params, limits["identical_tol"]).items()
+    ]
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -485,6 +527,14 @@ DIAGNOSES: tuple[Diagnosis, ...] = (
         (Threshold("saturated_warn", 0.25, "%"),),
         _saturated_units,
     ),
+    Diagnosis(
+        "identical units in `dense_k`: symmetry never broken",
+        "every unit of the layer has the same weights after training (relative spread ≤ "
+        "{identical_tol}; pass `params=` to `diagnose`)",
+        "random initialisation (`--init kaiming_normal`), not `--init constant`",
+        (Threshold("identical_tol", 1e-6, "e"),),
+        _identical_units,
+    ),
 )
 
 THRESHOLDS: dict[str, float] = {t.name: t.value for d in DIAGNOSES for t in d.thresholds}
@@ -531,7 +581,9 @@ def _limits(overrides: Mapping[str, float]) -> _Limits:
     return _Limits({**THRESHOLDS, **{k: float(v) for k, v in overrides.items()}})
 
 
-def diagnose(history, activation_stats=None, *, inputs=None, **thresholds) -> list[str]:
+def diagnose(
+    history, activation_stats=None, *, inputs=None, params=None, **thresholds
+) -> list[str]:
     """Reads a training history (and optionally activation statistics and the inputs) like
     the notes' babysitting checklist and explains what looks wrong, in words.
 
@@ -539,12 +591,14 @@ def diagnose(history, activation_stats=None, *, inputs=None, **thresholds) -> li
     mean" lists each rule, its threshold and what to try): unscaled inputs, a NaN/inf loss,
     a training loss that does not fall, a learning rate too low / too high (the median over
     layers of each layer's median update/weight ratio against 1e-4 / 1e-2), a rising
-    validation loss, overfitting, underfitting, dying ReLUs, saturated tanh/sigmoid units.
+    validation loss, overfitting, underfitting, dying ReLUs, saturated tanh/sigmoid units,
+    layers whose units are all identical (:func:`identical_units`).
 
     Args:
       history: the per-epoch records of ``jnn.train.fit``.
       activation_stats: the output of :func:`activation_stats` (optional).
       inputs: the training inputs, or their statistics (see :func:`input_scale`; optional).
+      params: the trained parameters (optional; for the identical-units rule).
       **thresholds: overrides of :data:`THRESHOLDS` by name (``ratio_low=1e-5``, ...).
 
     Returns:
@@ -555,5 +609,6 @@ def diagnose(history, activation_stats=None, *, inputs=None, **thresholds) -> li
         history=list(history or []),
         activation_stats=dict(activation_stats or {}),
         inputs=None if inputs is None else input_scale(inputs),
+        params=params,
     )
     return [message for d in DIAGNOSES for message in d.check(evidence, limits)]

@@ -16,6 +16,7 @@ with a per-member value (``warmup_cosine_decay_schedule(0.0, peaks, 5, 50)``
 with ``peaks`` a ``(K,)`` array mapped over).
 """
 
+import logging
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 Schedule = Callable[..., jnp.ndarray]
+_log = logging.getLogger("jnn")
 
 
 # ------------------------------------------------------------------- argument checks
@@ -280,15 +282,16 @@ def exponential_decay(
 
     ``staircase=True`` floors ``s / T`` (step decay every ``T`` steps); ``end_value``
     bounds the result (a floor when decaying, a ceiling when ``decay_rate > 1``).
-    A non-positive ``T`` gives a constant ``init_value``, as in Optax. Unlike
-    Optax, a non-positive ``decay_rate`` is refused: a negative one gives NaN
-    learning rates, and Optax's reading of ``0`` as "constant" is the opposite of
-    what ``0**p`` means (``decay_rate=1`` is the constant schedule).
+    A non-positive ``T`` gives a constant ``init_value``, as in Optax; so does
+    ``decay_rate=0`` (Optax's reading, logged at INFO on the ``jnn`` logger as Optax logs
+    it; ``decay_rate=1`` is the other constant schedule). A negative ``decay_rate`` is
+    refused (``init * rate**p`` would be NaN for fractional ``p``).
 
     Args:
       init_value: value up to ``transition_begin``.
       transition_steps: ``T``, the steps over which the value is multiplied by ``decay_rate``.
-      decay_rate: the factor per ``T`` steps, > 0 (an array may be traced, e.g. per member).
+      decay_rate: the factor per ``T`` steps, >= 0 (0: constant, as in Optax; an array may
+        be traced, e.g. per member).
       transition_begin: first step of the decay (negative means 0).
       staircase: decay in whole steps of ``T``.
       end_value: bound on the value, or None.
@@ -299,11 +302,17 @@ def exponential_decay(
     fn = "exponential_decay"
     _check_number(fn, "init_value", init_value)
     _check_steps(fn, "transition_steps", transition_steps)
-    _check_number(fn, "decay_rate", decay_rate, above=0)
+    _check_number(fn, "decay_rate", decay_rate, at_least=0)
     _check_steps(fn, "transition_begin", transition_begin)
     _check_flag(fn, "staircase", staircase)
     _check_number(fn, "end_value", end_value, optional=True)
     if transition_steps <= 0:
+        return lambda count: init_value
+    if not _is_elementwise(decay_rate) and decay_rate == 0:
+        _log.info(
+            "exponential_decay: decay_rate=0 gives a constant schedule with value init_value "
+            "(as in Optax)."
+        )
         return lambda count: init_value
     transition_begin = max(transition_begin, 0)
 

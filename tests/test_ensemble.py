@@ -234,6 +234,27 @@ def test_per_member_l2_and_dropout_equal_single_runs(digits):
         )
 
 
+def test_per_member_input_noise_equals_single_runs(digits):
+    model = nn.Serial(nn.GaussianNoise(0.0), nn.Dense(32), nn.Relu(), nn.Dense(10))
+    hp = {"input_noise": [0.0, 0.5]}
+    keys, step_key = jax.random.split(jax.random.key(3)), jax.random.key(7)
+    opt = optim.sgd(0.1)
+    ens = ensemble.init(model, opt, keys, (64, 64), hyperparams=hp)
+    step = ensemble.make_step(model, losses.softmax_cross_entropy, opt, hyperparams=hp)
+    batches = _batches(digits, 3)
+    for b in batches:
+        ens, _ = step(ens, b, step_key)
+    for k in range(2):
+        alone_model = ensemble.with_input_noise(model, hp["input_noise"][k])
+        assert alone_model.layers[0] == nn.GaussianNoise(hp["input_noise"][k])
+        alone = _steps_alone(
+            alone_model, opt, keys[k], ensemble.member_keys(step_key, 2)[k], batches
+        )
+        chex.assert_trees_all_close(
+            ensemble.member(ens, k).params, alone.params, rtol=1e-5, atol=1e-6
+        )
+
+
 def test_new_hyperparameter_values_reuse_the_compiled_step(digits):
     keys, step_key = jax.random.split(jax.random.key(0), 4), jax.random.key(1)
     b = _batches(digits, 1)[0]

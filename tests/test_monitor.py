@@ -389,6 +389,7 @@ def test_threshold_values_are_the_documented_ones():
         "underfit_acc": 0.60,
         "dead_warn": 0.25,
         "saturated_warn": 0.25,
+        "identical_tol": 1e-6,
     }
 
 
@@ -434,13 +435,19 @@ def _planted_evidence():
         "underfitting": (_history(train_acc=0.3, val_acc=0.28), None, None),
         "dying ReLUs in `relu_k`": ([], _layers("relu", 0.5, "dead"), None),
         "saturated units in `tanh_k` / `sigmoid_k`": ([], _layers("tanh", 0.5, "saturated"), None),
+        "identical units in `dense_k`: symmetry never broken": (
+            [],
+            None,
+            None,
+            {"dense_0": {"w": np.full((3, 4), 0.01), "b": np.zeros(4)}},
+        ),
     }
 
 
 def test_every_rule_says_what_its_table_row_says():
     planted = _planted_evidence()
     assert list(planted) == [d.message for d in monitor.DIAGNOSES]
-    for message, (history, stats, inputs) in planted.items():
+    for message, (history, stats, inputs, *params) in planted.items():
         prefix = message.split("`", 1)[0]
-        got = monitor.diagnose(history, stats, inputs=inputs)
+        got = monitor.diagnose(history, stats, inputs=inputs, params=(params or [None])[0])
         assert any(m.startswith(prefix) for m in got), (message, got)

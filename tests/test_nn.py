@@ -279,6 +279,35 @@ def test_dropout_scaling_and_eval_identity(key):
         nn.Dropout(1.0)
 
 
+# ----------------------------------------------------------------------------- GaussianNoise
+
+
+@pytest.mark.parametrize("make_key", [jax.random.key, jax.random.PRNGKey])
+def test_gaussian_noise_variance_and_eval_identity(make_key):
+    sigma, x = 0.3, jnp.asarray(_rand(6, (200, 100)))
+    layer = nn.GaussianNoise(sigma)
+    y, _ = layer.apply({}, {}, x, key=make_key(1), train=True)
+    noise = np.asarray(y, np.float64) - np.asarray(x, np.float64)
+    # 20,000 draws: E[(y - x)^2] = sigma^2 with relative sd sqrt(2 / 20000) = 1%.
+    assert abs(np.mean(noise**2) / sigma**2 - 1) < 0.04
+    assert abs(np.mean(noise)) < 4 * sigma / math.sqrt(noise.size)
+    chex.assert_trees_all_equal(layer.apply({}, {}, x)[0], x)
+    chex.assert_trees_all_equal(layer.apply({}, {}, x, key=make_key(1))[0], x)
+    chex.assert_trees_all_equal(nn.GaussianNoise(0.0).apply({}, {}, x, train=True)[0], x)
+    with pytest.raises(ValueError, match="key"):
+        layer.apply({}, {}, x, train=True)
+    for bad in (-0.1, math.inf):
+        with pytest.raises(ValueError, match="stddev must be a finite number >= 0"):
+            nn.GaussianNoise(bad)
+    # A traced per-member stddev (an ensemble's sweep): vmapped over two values.
+    sigmas = jnp.asarray([0.1, 1.0])
+    ys = jax.vmap(lambda s: nn.GaussianNoise(s).apply({}, {}, x, key=make_key(1), train=True)[0])(
+        sigmas
+    )
+    for s, y_s in zip((0.1, 1.0), ys, strict=True):
+        assert abs(np.mean((np.asarray(y_s) - np.asarray(x)) ** 2) / s**2 - 1) < 0.04
+
+
 # ----------------------------------------------------------------------------- normalisation
 
 

@@ -5,6 +5,7 @@ Optax's schedules trip the suite's strict dtype promotion on traced int32 counts
 ``jax.numpy_dtype_promotion("standard")``; jnn's run under strict promotion.
 """
 
+import logging
 import re
 
 import chex
@@ -211,13 +212,26 @@ def test_step_counts_must_be_whole_numbers(fn, arg):
     _build(fn, **{arg: float(GOOD[fn][arg])})  # an integral float is a whole number
 
 
-def test_exponential_decay_refuses_non_positive_decay_rate():
-    # decay_rate = -1 gave NaN learning rates; Optax reads 0 as "constant", jnn refuses it.
-    for bad in (-1.0, 0.0, 0, np.array([0.5, 0.0])):
-        with pytest.raises(ValueError, match=r"exponential_decay needs decay_rate > 0, got"):
+def test_exponential_decay_refuses_negative_decay_rate():
+    # decay_rate = -1 gave NaN learning rates (Optax too); 0 is Optax's constant schedule.
+    for bad in (-1.0, -1e-30, np.array([0.5, -0.1])):
+        with pytest.raises(ValueError, match=r"exponential_decay needs decay_rate >= 0, got"):
             js.exponential_decay(0.1, 10, bad)
     sched = js.exponential_decay(0.1, 10, 1e-30)  # just inside
     np.testing.assert_allclose(sched(5), 0.1 * 1e-15, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"staircase": True, "end_value": 0.05}])
+def test_exponential_decay_zero_rate_is_optax_constant(kwargs, caplog):
+    # Optax 0.2.8: decay_rate == 0 returns `lambda count: init_value` and logs at INFO.
+    ours = js.exponential_decay(0.1, 10, 0, **kwargs)
+    theirs = optax.exponential_decay(0.1, 10, 0.0, **kwargs)
+    for t in (0, 1, 5, 10, 1000):
+        np.testing.assert_allclose(ours(t), theirs(t))
+        np.testing.assert_allclose(ours(t), 0.1)
+    with caplog.at_level(logging.INFO, logger="jnn"):
+        js.exponential_decay(0.1, 10, 0.0)
+    assert "decay_rate=0 gives a constant schedule" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,13 @@ from jnn.runs._config import (
     DATASETS,
     DTYPES,
     INITS,
+    LOSSES,
     NORMS,
     OPTIMIZERS,
     OUTPUTS,
+    PREPROCESS,
     SCHEDULES,
+    TASKS,
     TREES,
 )
 
@@ -90,7 +93,12 @@ def list_of(item, what, example=None):
 def _data_and_model(p, examples=True):
     g = p.add_argument_group("data")
 
-    g.add_argument("--dataset", choices=DATASETS, default=S, help="built-in data set (digits)")
+    g.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default=S,
+        help="built-in data set (digits); diabetes is scikit-learn's regression set",
+    )
     g.add_argument(
         "--data",
         metavar="FILE.npz",
@@ -104,6 +112,35 @@ def _data_and_model(p, examples=True):
         type=positive_int,
         default=S,
         help="number of classes of --dataset many-classes (1000)",
+    )
+    g.add_argument(
+        "--task",
+        choices=TASKS,
+        default=S,
+        help="classes (one label per example); attributes (several yes/no attributes, one "
+        "sigmoid each; on digits: even, five or more, prime, closed loop); regression (L2 "
+        "loss). Default: read off the data (float targets: regression; a 2-D 0/1 label "
+        "array: attributes)",
+    )
+    g.add_argument(
+        "--bins",
+        type=positive_int,
+        default=S,
+        metavar="K",
+        help="regression as classification over K quantile bins of the target (K >= 2); "
+        "reports RMSE/MAE of the bins' median targets next to a plain regression's",
+    )
+    g.add_argument(
+        "--preprocess",
+        choices=PREPROCESS,
+        default=S,
+        help="fitted on the training split only, stored in the run folder (none)",
+    )
+    g.add_argument(
+        "--pca-dims",
+        type=positive_int,
+        default=S,
+        help="principal components kept by --preprocess pca/whiten (default: all)",
     )
     if examples:
         g.add_argument(
@@ -130,23 +167,41 @@ def _model(p):
         type=widths,
         default=S,
         help="hidden widths (MLP) or conv channels (CNN), comma-separated "
-        "(default mlp 256,256, cnn 64,64,64)",
+        "(default mlp 256,256, cnn 64,64,64; the mnist1d cnn 64,128,256)",
     )
     g.add_argument("--kernel-size", type=positive_int, default=S, help="CNN kernel size (5)")
     g.add_argument("--activation", choices=ACTIVATIONS, default=S, help="(relu)")
-    g.add_argument("--norm", choices=NORMS, default=S, help="normalisation after each layer")
+    g.add_argument(
+        "--pieces", type=positive_int, default=S, help="linear pieces per maxout unit (2)"
+    )
+    g.add_argument(
+        "--norm",
+        choices=NORMS,
+        default=S,
+        help="normalisation after each layer (none; instance: CNN only; the mnist1d CNN: batch)",
+    )
     g.add_argument(
         "--dropout",
         type=list_of(unit_interval, "drop rates", "0.1,0.3"),
         default=S,
         help="drop probability after each hidden layer (MLP, 0.2) or before the "
-        "classifier (CNN, 0.3); a comma list is a sweep",
+        "classifier (CNN, 0.3; the mnist1d CNN 0.4); a comma list is a sweep",
+    )
+    g.add_argument(
+        "--input-noise",
+        type=list_of(nonneg_float, "noise levels"),
+        default=S,
+        metavar="SIGMA",
+        help="Gaussian noise of std SIGMA added to the inputs in training only (0); a comma "
+        "list is a sweep",
     )
     g.add_argument(
         "--init",
         choices=INITS,
         default=S,
-        help="weight initialiser (default: kaiming_normal for ReLU-like, xavier for tanh/sigmoid)",
+        help="weight initialiser (default: kaiming_normal for ReLU-like, xavier for "
+        "tanh/sigmoid); constant (every weight 0.01) and normal (N(0, 0.01^2)) are the "
+        "notes' pitfalls and apply to every layer",
     )
     g.add_argument(
         "--output",
@@ -172,10 +227,16 @@ def _model(p):
 
 def _optimisation(p):
     g = p.add_argument_group(
-        "optimisation (a comma list on --lr, --l2, --weight-decay, "
-        "--dropout, --momentum is a sweep: one ensemble member per value)"
+        "optimisation (a comma list on --lr, --l2, --l1, --weight-decay, "
+        "--dropout, --input-noise, --momentum is a sweep: one ensemble member per value)"
     )
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=S, help="(adam)")
+    g.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default=S,
+        help="classification loss: softmax cross-entropy or the multiclass SVM (hinge) loss",
+    )
     g.add_argument(
         "--lr",
         type=list_of(positive_float, "learning rates", "1e-3,1e-2"),
@@ -201,12 +262,30 @@ def _optimisation(p):
         help="learning-rate schedule over the whole run (cosine)",
     )
     g.add_argument("--warmup", type=nonneg_float, default=S, help="warm-up length in epochs")
-    g.add_argument("--epochs", type=positive_int, default=S, help="epochs (default mlp 30, cnn 20)")
+    g.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=S,
+        help="epochs (default mlp 30, cnn 20, the mnist1d cnn 80)",
+    )
     g.add_argument(
         "--l2",
         type=list_of(nonneg_float, "L2 strengths", "0,1e-4"),
         default=S,
         help="L2 strength (weights only)",
+    )
+    g.add_argument(
+        "--l1",
+        type=list_of(nonneg_float, "L1 strengths"),
+        default=S,
+        help="L1 strength (weights only)",
+    )
+    g.add_argument(
+        "--max-norm",
+        type=positive_float,
+        default=S,
+        metavar="C",
+        help="max-norm constraint: every unit's incoming weights ||w|| <= C after each update",
     )
     g.add_argument(
         "--patience", type=positive_int, default=S, help="early stopping on validation accuracy"

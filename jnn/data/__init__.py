@@ -15,24 +15,41 @@ is seen in expectation, and every step has the same shape (one compiled step).
 """
 
 from jnn.data._batches import batch_indices, bootstrap_sample, iterate_batches
-from jnn.data._builtin import load, load_digits, load_mnist1d
+from jnn.data._builtin import load, load_diabetes, load_digits, load_mnist1d
 from jnn.data._dataset import Dataset, to_images
 from jnn.data._npz import load_npz
 from jnn.data._synthetic import make_many_classes, zipf_frequencies
+from jnn.data._targets import (
+    DIGIT_ATTRIBUTES,
+    QuantileBins,
+    check_attributes,
+    digit_attributes,
+    fit_quantile_bins,
+    from_bins,
+    to_bins,
+)
 from jnn.data._validate import check_dataset, infer_num_classes, validate
 
 __all__ = [
+    "DIGIT_ATTRIBUTES",
     "Dataset",
+    "QuantileBins",
     "batch_indices",
     "bootstrap_sample",
+    "check_attributes",
     "check_dataset",
+    "digit_attributes",
+    "fit_quantile_bins",
+    "from_bins",
     "infer_num_classes",
     "iterate_batches",
     "load",
+    "load_diabetes",
     "load_digits",
     "load_mnist1d",
     "load_npz",
     "make_many_classes",
+    "to_bins",
     "to_images",
     "validate",
     "zipf_frequencies",

@@ -1,4 +1,5 @@
-"""Built-in data sets (no download): scikit-learn's digits and MNIST-1D, cached once built."""
+"""Built-in data sets (no download): scikit-learn's digits and diabetes, and MNIST-1D, cached
+once built."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 
 from jnn.data._dataset import Dataset, split_and_standardize
 
-__all__ = ["load", "load_digits", "load_mnist1d"]
+__all__ = ["load", "load_diabetes", "load_digits", "load_mnist1d"]
 
 
 def _version(package: str) -> str:
@@ -141,11 +142,62 @@ def load_mnist1d(
     return Dataset(**arrays, num_classes=10, input_shape=(40,), image_shape=(40, 1), name="mnist1d")
 
 
-_LOADERS = {"digits": load_digits, "mnist1d": load_mnist1d}
+def load_diabetes(
+    *,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    standardize: bool = True,
+    cache: bool = True,
+) -> Dataset:
+    """scikit-learn's bundled diabetes regression set: 442 patients, 10 features, one float
+    target (disease progression after a year, 25..346).
+
+    A seeded random split (``test_fraction`` for test, then ``val_fraction`` of the rest for
+    validation); features standardised with training statistics; targets kept as they are
+    (float32, shape ``(N,)``). ``num_classes`` is 0: there are no classes.
+
+    Returns:
+      A :class:`Dataset` (``input_shape=(10,)``, no image layout).
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}.")
+
+    def build():
+        from sklearn.datasets import load_diabetes as _sk_diabetes
+        from sklearn.model_selection import train_test_split
+
+        x, y = _sk_diabetes(return_X_y=True, scaled=False)
+        x, x_test, y, y_test = train_test_split(
+            x.astype(np.float32), y.astype(np.float32), test_size=test_fraction, random_state=seed
+        )
+        return split_and_standardize(
+            x,
+            y,
+            x_test,
+            y_test,
+            val_fraction=val_fraction,
+            seed=seed,
+            standardize=standardize,
+            regression=True,
+        )
+
+    key = {
+        "sklearn": _version("scikit-learn"),
+        "val": val_fraction,
+        "test": test_fraction,
+        "seed": seed,
+        "standardize": standardize,
+    }
+    arrays = _cached("diabetes", key, build, cache)
+    return Dataset(**arrays, num_classes=0, input_shape=(10,), image_shape=None, name="diabetes")
+
+
+_LOADERS = {"digits": load_digits, "mnist1d": load_mnist1d, "diabetes": load_diabetes}
 
 
 def load(name: str, **kwargs) -> Dataset:
-    """A built-in data set by name (``"digits"``, ``"mnist1d"``).
+    """A built-in data set by name (``"digits"``, ``"mnist1d"``, ``"diabetes"``).
 
     Raises:
       ValueError: an unknown name.

@@ -60,15 +60,18 @@ def to_images(ds: Dataset) -> Dataset:
     )
 
 
-def split_and_standardize(x, y, x_test, y_test, *, val_fraction, seed, standardize) -> dict:
+def split_and_standardize(
+    x, y, x_test, y_test, *, val_fraction, seed, standardize, regression=False
+) -> dict:
     """A seeded, stratified validation split of ``(x, y)``; standardisation fitted on the
-    training part only and applied to all three parts. Returns the six arrays by name."""
+    training part only and applied to all three parts. Returns the six arrays by name
+    (``regression``: an unstratified split, float32 targets)."""
     from sklearn.model_selection import train_test_split
 
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
     x_tr, x_val, y_tr, y_val = train_test_split(
-        x, y, test_size=val_fraction, random_state=seed, stratify=y
+        x, y, test_size=val_fraction, random_state=seed, stratify=None if regression else y
     )
     if standardize:
         from jnn import preprocessing
@@ -78,6 +81,6 @@ def split_and_standardize(x, y, x_test, y_test, *, val_fraction, seed, standardi
             np.asarray(preprocessing.standardize(stats, a)) for a in (x_tr, x_val, x_test)
         )
     f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)
-    i32 = lambda a: np.ascontiguousarray(a, dtype=np.int32)
+    i32 = f32 if regression else lambda a: np.ascontiguousarray(a, dtype=np.int32)
     parts = (f32(x_tr), i32(y_tr), f32(x_val), i32(y_val), f32(x_test), i32(y_test))
     return dict(zip(_ARRAYS, parts, strict=True))

@@ -31,12 +31,26 @@ def _read(path: Path) -> dict:
 
 
 def _labels(y, name: str):
+    """Integer labels; integral floats become labels, other finite floats stay regression
+    targets (float32)."""
     y = np.asarray(y)
     if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
         return y.astype(np.int64)
+    if np.issubdtype(y.dtype, np.floating):
+        return y.astype(np.float32)
     if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{name} must hold integer class labels, got dtype {y.dtype}.")
+        raise ValueError(
+            f"{name} must hold integer class labels or float targets, got dtype {y.dtype}."
+        )
     return y
+
+
+def _num_classes(raw: dict) -> int:
+    """The number of classes; 0 for float (regression) targets."""
+    if np.issubdtype(raw["y_train"].dtype, np.floating):
+        return 0
+    given = int(raw["num_classes"]) if "num_classes" in raw else None
+    return infer_num_classes(raw["y_train"], given)
 
 
 def _check_pairs(raw: dict, path: Path) -> None:
@@ -57,8 +71,9 @@ def _check_pairs(raw: dict, path: Path) -> None:
             )
 
 
-def _carve_validation(raw: dict, path: Path, val_fraction: float) -> None:
-    """Moves the last ``val_fraction`` of ``x_train``/``y_train`` to ``x_val``/``y_val``.
+def _carve_validation(raw: dict, path: Path, val_fraction: float, classes: bool) -> None:
+    """Moves the last ``val_fraction`` of ``x_train``/``y_train`` to ``x_val``/``y_val``
+    (``classes``: refuse a split that takes every example of a class).
 
     Raises:
       ValueError: too few examples, or a class whose every example the split would take
@@ -71,8 +86,8 @@ def _carve_validation(raw: dict, path: Path, val_fraction: float) -> None:
             f"x_train in {str(path)!r} has {len(x)} example(s): too few to split off a "
             "validation set; add x_val and y_val to the file."
         )
-    kept = np.unique(y[:-n_val])
-    lost = np.setdiff1d(np.unique(y[-n_val:]), kept)
+    kept = np.unique(y[:-n_val]) if classes else np.zeros(0)
+    lost = np.setdiff1d(np.unique(y[-n_val:]), kept) if classes else np.zeros(0)
     if lost.size:
         c = int(lost[0])
         count = int(np.sum(y == c))
@@ -87,19 +102,23 @@ def _carve_validation(raw: dict, path: Path, val_fraction: float) -> None:
     raw["x_train"], raw["y_train"] = x[:-n_val], y[:-n_val]
 
 
-def load_npz(path, *, val_fraction: float = 0.1) -> Dataset:
+def load_npz(path, *, val_fraction: float = 0.1, attributes: bool = False) -> Dataset:
     """A :class:`Dataset` from a ``.npz`` of ``x_train, y_train, x_test, y_test`` (optional
     ``x_val``/``y_val`` and ``num_classes``).
 
-    Without ``x_val`` the last ``val_fraction`` of the training arrays validate. Labels must
-    be integers (integral floats are converted); ``num_classes`` defaults to ``max + 1`` with
-    every class present in the training labels (see :func:`infer_num_classes`). Inputs keep
-    their dtype (no standardisation: ``jnn.monitor.diagnose`` says when they look unscaled).
+    Without ``x_val`` the last ``val_fraction`` of the training arrays validate. Labels are
+    integers (integral floats are converted; other floats are regression targets, with
+    ``num_classes`` 0; a 2-D 0/1 array is attribute labels); ``num_classes`` defaults to
+    ``max + 1`` with every class present in the training labels (see
+    :func:`infer_num_classes`). Inputs keep their dtype (no standardisation:
+    ``jnn.monitor.diagnose`` says when they look unscaled).
     Inputs of shape ``(N, L, C)`` or ``(N, H, W, C)`` keep their spatial layout for CNNs.
 
     Args:
       path: the file.
       val_fraction: the validation share when the file has no ``x_val``.
+      attributes: the labels are yes/no attributes (``--task attributes``): 2-D 0/1 rows
+        with exactly one 1 are taken as they are, not refused as one-hot class labels.
 
     Returns:
       A checked :class:`Dataset`.
@@ -113,21 +132,24 @@ def load_npz(path, *, val_fraction: float = 0.1) -> Dataset:
     _check_pairs(raw, path)
     for name in ("y_train", "y_val", "y_test"):
         if name in raw:
-            check_class_labels(raw[name], name)
+            check_class_labels(raw[name], name, attributes=attributes)
             raw[name] = _labels(raw[name], name)
     given = int(raw["num_classes"]) if "num_classes" in raw else None
     if "x_val" not in raw:
-        # Checked on the user's own y_train before the split, so no message names a y_val
-        # the file does not hold.
-        validate(raw["x_train"], raw["y_train"], infer_num_classes(raw["y_train"], given))
-        _carve_validation(raw, path, val_fraction)
+        y = raw["y_train"]
+        classes = y.ndim == 1 and np.issubdtype(y.dtype, np.integer)
+        if classes:
+            # Checked on the user's own y_train before the split, so no message names a y_val
+            # the file does not hold.
+            validate(raw["x_train"], y, infer_num_classes(y, given))
+        _carve_validation(raw, path, val_fraction, classes)
     shape = tuple(np.shape(raw["x_train"])[1:])
     ds = Dataset(
         **{k: raw[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")},
-        num_classes=infer_num_classes(raw["y_train"], given),
+        num_classes=_num_classes(raw),
         input_shape=shape,
         image_shape=shape if len(shape) >= 2 else None,
         name=path.name,
     )
-    check_dataset(ds)
+    check_dataset(ds, attributes=attributes)
     return ds

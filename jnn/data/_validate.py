@@ -127,9 +127,10 @@ def _missing(present, limit: int) -> list[int]:
     return found
 
 
-def check_class_labels(y, name: str) -> None:
-    """Class labels are one integer per example, shape ``(N,)``; a column ``(N, 1)`` or
-    one-hot rows ``(N, C)`` are refused, saying what to pass instead."""
+def check_class_labels(y, name: str, *, attributes: bool = False) -> None:
+    """Labels are one integer per example, shape ``(N,)``, or yes/no attributes ``(N, A)`` of
+    0/1. A column ``(N, 1)`` and one-hot rows (2-D 0/1, exactly one 1 per row; taken as
+    attributes when ``attributes``) are refused, saying what to pass instead."""
     y = np.asarray(y)
     if y.ndim == 1:
         return
@@ -138,18 +139,22 @@ def check_class_labels(y, name: str) -> None:
             f"{name} has shape {y.shape}: class labels must have shape ({y.shape[0]},), one "
             f"integer per example; flatten them ({name}.reshape(-1))."
         )
-    if y.ndim == 2 and np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all():
+    zero_one = y.ndim == 2 and np.isin(y, (0, 1)).all()
+    if zero_one and (attributes or not (y.sum(axis=1) == 1).all()):
+        return  # yes/no attributes (several or none per example)
+    if zero_one:
         raise ValueError(
             f"{name} looks one-hot (shape {y.shape}): class labels must have shape "
-            f"({y.shape[0]},), one integer per example; pass np.argmax({name}, axis=1)."
+            f"({y.shape[0]},), one integer per example; pass np.argmax({name}, axis=1) "
+            "(or --task attributes if each column is a yes/no attribute)."
         )
     raise ValueError(
         f"{name} has shape {y.shape}: class labels must have shape ({y.shape[0]},), one "
-        "integer per example."
+        "integer per example (or (N, A) of 0/1 for yes/no attributes)."
     )
 
 
-def check_dataset(ds, batch_size: int | None = None) -> None:
+def check_dataset(ds, batch_size: int | None = None, *, attributes: bool = False) -> None:
     """Checks all three splits of a :class:`Dataset` and that they agree.
 
     Raises:
@@ -158,7 +163,7 @@ def check_dataset(ds, batch_size: int | None = None) -> None:
     """
     for part in ("train", "val", "test"):
         x, y = getattr(ds, f"x_{part}"), getattr(ds, f"y_{part}")
-        check_class_labels(y, f"y_{part}")
+        check_class_labels(y, f"y_{part}", attributes=attributes)
         validate(x, y, ds.num_classes, batch_size if part == "train" else None, name=part)
     shapes = [np.shape(getattr(ds, f"x_{p}"))[1:] for p in ("train", "val", "test")]
     if len(set(shapes)) != 1:

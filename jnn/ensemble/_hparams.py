@@ -6,6 +6,7 @@ A hyperparameter goes where it acts:
 
 - ``l1``, ``l2``: the objective's penalty coefficients (``jnn.train.Objective``);
 - ``dropout``: the rate of every ``Dropout`` layer of the model (:func:`with_dropout`);
+- ``input_noise``: the ``stddev`` of every ``GaussianNoise`` layer (:func:`with_input_noise`);
 - anything else: the optimizer. Either ``optimizer`` is a *factory* (``jnn.optim.adam``,
   ``optax.sgd`` or your own ``lambda learning_rate, b1: ...``, e.g. a warm-up-cosine schedule
   with a per-member peak), built per member inside the vmapped step as
@@ -31,10 +32,11 @@ __all__ = [
     "member_optimizer",
     "set_injected",
     "with_dropout",
+    "with_input_noise",
 ]
 
 OBJECTIVE_HYPERPARAMS = ("l1", "l2")
-MODEL_HYPERPARAMS = ("dropout",)
+MODEL_HYPERPARAMS = ("dropout", "input_noise")
 
 
 def as_hyperparams(hyperparams, num_members: int | None = None) -> dict:
@@ -78,16 +80,35 @@ def split_hyperparams(hp: dict) -> tuple[dict, dict, dict]:
     return objective, model, rest
 
 
+def _with_field(model, layer_type, field: str, value):
+    """``model`` with ``field`` of every ``layer_type`` layer (also inside nested ``Serial``)
+    replaced by ``value``."""
+    import jnn.nn as nn
+
+    if isinstance(model, layer_type):
+        return dataclasses.replace(model, **{field: value})
+    if isinstance(model, nn.Serial):
+        return nn.Serial(*(_with_field(layer, layer_type, field, value) for layer in model.layers))
+    return model
+
+
 def with_dropout(model, rate):
     """``model`` with the rate of every ``jnn.nn.Dropout`` (also inside nested ``Serial``)
     replaced by ``rate`` (a traced per-member value inside an ensemble)."""
     import jnn.nn as nn
 
-    if isinstance(model, nn.Dropout):
-        return dataclasses.replace(model, rate=rate)
-    if isinstance(model, nn.Serial):
-        return nn.Serial(*(with_dropout(layer, rate) for layer in model.layers))
-    return model
+    return _with_field(model, nn.Dropout, "rate", rate)
+
+
+def with_input_noise(model, stddev):
+    """``model`` with the ``stddev`` of every ``jnn.nn.GaussianNoise`` (also inside nested
+    ``Serial``) replaced by ``stddev`` (a traced per-member value inside an ensemble)."""
+    import jnn.nn as nn
+
+    return _with_field(model, nn.GaussianNoise, "stddev", stddev)
+
+
+_MODEL_SETTERS = {"dropout": with_dropout, "input_noise": with_input_noise}
 
 
 def has_dropout(model) -> bool:
@@ -151,9 +172,11 @@ def check_objective_hyperparams(params, hp: dict) -> None:
 
 
 def member_model(model, hp: dict):
-    """The model one member trains (its dropout rate substituted when swept)."""
+    """The model one member trains (its swept dropout rate and input noise substituted)."""
     _, model_hp, _ = split_hyperparams(hp)
-    return with_dropout(model, model_hp["dropout"]) if "dropout" in model_hp else model
+    for name, value in model_hp.items():
+        model = _MODEL_SETTERS[name](model, value)
+    return model
 
 
 def is_factory(optimizer) -> bool:

@@ -30,6 +30,7 @@ from jnn.nn._dense import Dense, Maxout
 from jnn.nn._dropout import Dropout
 from jnn.nn._elementwise import Elu, Flatten, Gelu, LeakyRelu, Relu, Selu, Sigmoid, Swish, Tanh
 from jnn.nn._hsoftmax import HierarchicalSoftmax
+from jnn.nn._noise import GaussianNoise
 from jnn.nn._norm import BatchNorm, InstanceNorm, LayerNorm
 from jnn.nn._pool import AvgPool, MaxPool
 from jnn.nn._summary import count_params, summary
@@ -42,6 +43,7 @@ __all__ = [
     "Dropout",
     "Elu",
     "Flatten",
+    "GaussianNoise",
     "Gelu",
     "HierarchicalSoftmax",
     "InstanceNorm",

@@ -40,7 +40,7 @@ def load_run_data(config: RunConfig):
     import jnn.data as data
 
     if config.data:
-        ds = data.load_npz(config.data)
+        ds = data.load_npz(config.data, attributes=config.task == "attributes")
     elif config.dataset == "many-classes":
         ds = data.make_many_classes(config.classes, num_examples=config.examples, seed=0)
     else:  # The split is fixed (seed 0) so that --seed changes only the training randomness.
@@ -58,22 +58,50 @@ def load_run_data(config: RunConfig):
     )
 
 
-def _hidden_layers(config, input_shape, dropout):
+# --init constant / normal: the notes' pitfalls, applied to every layer (the head too, or
+# its random weights would break the symmetry a constant initialisation keeps).
+PITFALL_INITS = {"constant": ("constant", 0.01), "normal": ("normal", 0.01)}
+
+
+def weight_init(config):
+    """The weight initialiser of ``--init``: ``constant`` fills every weight with 0.01,
+    ``normal`` draws ``N(0, 0.01^2)``; the others are ``jnn.init``'s fan-scaled ones."""
     import jnn.init
+
+    name, arg = PITFALL_INITS.get(config.init, (config.init, None))
+    return getattr(jnn.init, name)(*(() if arg is None else (arg,)))
+
+
+def _hidden_unit(config, nn, width, input_shape, w_init):
+    """One hidden layer's weights: Dense, Maxout (``--activation maxout``) or Conv."""
+    if config.activation == "maxout":
+        return nn.Maxout(width, config.pieces, w_init=w_init)
+    if config.model == "mlp":
+        return nn.Dense(width, w_init=w_init)
+    _check_kernel(config, input_shape)
+    return nn.Conv(width, (config.kernel_size,) * (len(input_shape) - 1), w_init=w_init)
+
+
+def _hidden_layers(config, input_shape, dropout, input_noise=0.0):
     import jnn.nn as nn
 
-    act = getattr(nn, ACTIVATION_LAYERS[config.activation])
-    w_init = getattr(jnn.init, config.init)()
-    norm = {"none": None, "batch": nn.BatchNorm, "layer": nn.LayerNorm}[config.norm]
+    act = (
+        None if config.activation == "maxout" else getattr(nn, ACTIVATION_LAYERS[config.activation])
+    )
+    w_init = weight_init(config)
+    norm = {
+        "none": None,
+        "batch": nn.BatchNorm,
+        "layer": nn.LayerNorm,
+        "instance": nn.InstanceNorm,
+    }[config.norm]
     layers, spatial = [], list(input_shape[:-1])
+    if _active(input_noise):
+        layers.append(nn.GaussianNoise(input_noise))
     for i, width in enumerate(config.widths):
-        if config.model == "mlp":
-            layers.append(nn.Dense(width, w_init=w_init))
-        else:
-            _check_kernel(config, input_shape)
-            layers.append(nn.Conv(width, (config.kernel_size,) * len(spatial), w_init=w_init))
+        layers.append(_hidden_unit(config, nn, width, input_shape, w_init))
         layers += [norm()] if norm is not None else []
-        layers.append(act())
+        layers += [act()] if act is not None else []
         if config.model == "cnn":
             spatial = [s // 2 for s in spatial]
             if min(spatial) < 1:
@@ -167,20 +195,32 @@ def _active(rate) -> bool:
     return not (isinstance(rate, (int, float)) and rate == 0)
 
 
-def build_model(config: RunConfig, num_classes: int, input_shape, *, dropout=None, tree=None):
+def build_model(
+    config: RunConfig,
+    num_classes: int,
+    input_shape,
+    *,
+    dropout=None,
+    tree=None,
+    input_noise=None,
+):
     """The configured ``jnn.nn.Serial``.
 
     MLP: ``[Dense(w), norm, act, Dropout] * len(widths) + head``. CNN: ``[Conv(c, k, SAME),
     norm, act, MaxPool(2)] * len(widths) + Flatten + Dropout + head``; each pool halves the
-    length (or height and width). The head is ``Dense(num_classes)`` (``--output softmax``)
-    or ``HierarchicalSoftmax(tree)`` (``--output hsoftmax``).
+    length (or height and width). ``--input-noise`` puts ``GaussianNoise`` in front;
+    ``--activation maxout`` (MLP) replaces ``Dense + act`` by ``Maxout(w, pieces)``. The
+    head is ``Dense(num_classes)`` (``--output softmax``; one output per class, attribute or
+    regression target) or ``HierarchicalSoftmax(tree)`` (``--output hsoftmax``).
 
     Args:
       config: the run's options.
-      num_classes: ``C``.
+      num_classes: ``C``, the head's width.
       input_shape: one example's shape (no batch axis).
       dropout: the drop rate (default: the config's first value; an array for ensembles).
       tree: the class tree of a hierarchical-softmax head (required for ``hsoftmax``).
+      input_noise: the input noise's std (default: the config's first; an array for
+        ensembles).
 
     Raises:
       ValueError: a shape the model cannot take (too many conv layers for the input).
@@ -190,13 +230,15 @@ def build_model(config: RunConfig, num_classes: int, input_shape, *, dropout=Non
     if is_user_model(config.model):
         return build_user_model(config.model, input_shape, num_classes)
     dropout = config.dropout[0] if dropout is None else dropout
-    layers = _hidden_layers(config, tuple(input_shape), dropout)
+    input_noise = config.input_noise[0] if input_noise is None else input_noise
+    layers = _hidden_layers(config, tuple(input_shape), dropout, input_noise)
     if config.output == "hsoftmax":
         if tree is None:
             raise ValueError("build_model: --output hsoftmax needs the class tree")
         layers.append(nn.HierarchicalSoftmax(tree))
     else:
-        layers.append(nn.Dense(num_classes))
+        pitfall = config.init in PITFALL_INITS
+        layers.append(nn.Dense(num_classes, w_init=weight_init(config) if pitfall else None))
     model = nn.Serial(*layers)
     nn.output_shape(model, (2, *input_shape))  # fails early, naming the layer, if impossible
     return model
@@ -215,12 +257,20 @@ def build_tree(config: RunConfig, y_train, num_classes: int):
     return losses.balanced_class_tree(num_classes)
 
 
-def build_loss(config: RunConfig):
-    """The per-example loss: softmax cross-entropy, or the hierarchical softmax's."""
+def build_loss(config: RunConfig, task: str = "classes"):
+    """The per-example loss: softmax cross-entropy (``--loss svm``: the multiclass hinge), or
+    the hierarchical softmax's; one sigmoid per attribute (``task="attributes"``); the squared
+    error (``"regression"``)."""
     import jnn.losses as losses
 
+    if task == "attributes":
+        return losses.sigmoid_binary_cross_entropy
+    if task == "regression":
+        return losses.l2_loss
     if config.output == "hsoftmax":
         return losses.hierarchical_softmax_loss
+    if config.loss == "svm":
+        return losses.multiclass_hinge
     return losses.softmax_cross_entropy
 
 
@@ -230,9 +280,9 @@ def build_schedule(config: RunConfig, steps_per_epoch: int, lr=None):
     ``total`` = epochs x steps per epoch, ``warmup`` = ``--warmup`` epochs in steps, a
     linear ramp from 0 in front of the schedule: ``constant``; ``cosine`` (to 0 at the end);
     ``warmup-cosine`` (warm-up 5% of training unless ``--warmup`` is given); ``step`` (x0.1 at
-    50% and 75% of training); ``exponential`` (to 1% at the end); ``inverse-sqrt``
-    (``lr / sqrt(1 + step / steps_per_epoch)``). With ``--snapshots N`` the cosine restarts
-    ``N`` times (one cycle per snapshot, Huang et al. 2017).
+    50% and 75% of training); ``exponential`` (to 1% at the end); ``linear`` (to 0 at the
+    end); ``inverse-sqrt`` (``lr / sqrt(1 + step / steps_per_epoch)``). With ``--snapshots
+    N`` the cosine restarts ``N`` times (one cycle per snapshot, Huang et al. 2017).
 
     Args:
       config: the run's options.
@@ -260,6 +310,7 @@ def build_schedule(config: RunConfig, steps_per_epoch: int, lr=None):
         ),
         "exponential": lambda: sch.exponential_decay(lr, transition_steps=rest, decay_rate=0.01),
         "inverse-sqrt": lambda: sch.inverse_sqrt_schedule(lr, timescale=steps_per_epoch),
+        "linear": lambda: sch.linear_schedule(lr, 0.0, rest),
     }
     schedule = make[config.schedule]()
     return sch.warmup_schedule(schedule, warmup) if warmup else schedule

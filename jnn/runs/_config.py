@@ -19,10 +19,10 @@ __all__ = ["RUN_DEFINING", "RunConfig", "SWEEPABLE"]
 
 from jnn.runs._user_model import absolute_spec, check_user_options, is_user_model, resolve
 
-DATASETS = ("digits", "mnist1d", "many-classes")
+DATASETS = ("digits", "mnist1d", "many-classes", "diabetes")
 MODELS = ("mlp", "cnn")
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "elu", "selu", "gelu", "swish")
-NORMS = ("none", "batch", "layer")
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "elu", "selu", "gelu", "swish", "maxout")
+NORMS = ("none", "batch", "layer", "instance")
 INITS = (
     "default",
     "lecun_normal",
@@ -30,13 +30,29 @@ INITS = (
     "xavier_uniform",
     "kaiming_normal",
     "kaiming_uniform",
+    "constant",
+    "normal",
 )
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "nadam")
-SCHEDULES = ("constant", "cosine", "warmup-cosine", "step", "exponential", "inverse-sqrt")
+SCHEDULES = (
+    "constant",
+    "cosine",
+    "warmup-cosine",
+    "step",
+    "exponential",
+    "inverse-sqrt",
+    "linear",
+)
+LOSSES = ("cross-entropy", "svm")
+TASKS = ("classes", "attributes", "regression")
+PREPROCESS = ("none", "standardize", "pca", "whiten")
 OUTPUTS = ("softmax", "hsoftmax")
 TREES = ("balanced", "huffman")
 DTYPES = ("float32", "bfloat16", "float16", "float64")
-SWEEPABLE = ("lr", "l2", "weight_decay", "dropout", "momentum")
+# The task a built-in data set poses (--data: read off its labels when loaded).
+_DATASET_TASKS = {"digits": "classes", "mnist1d": "classes", "many-classes": "classes"}
+_DATASET_TASKS["diabetes"] = "regression"
+SWEEPABLE = ("lr", "l2", "l1", "weight_decay", "dropout", "input_noise", "momentum")
 # Schedules whose shape does not depend on the total number of steps: only these runs may
 # be extended with a larger --epochs on --resume (a cosine run would change its curve).
 OPEN_ENDED_SCHEDULES = ("constant", "inverse-sqrt")
@@ -49,6 +65,14 @@ _DEFAULT_MOMENTUM = {k: (0.9,) for k in ("momentum", "nesterov", "adam", "adamw"
 _DEFAULT_WEIGHT_DECAY = {"adamw": (1e-4,)}
 _DEFAULT_EPOCHS = {"mlp": 30, "cnn": 20}
 _DEFAULT_BATCH = {"mlp": 128, "cnn": 64}
+# The built-in MNIST-1D CNN follows the notes: a larger model, regularised (batch norm,
+# dropout), trained longer (BENCHMARKS.md section 1: input noise did not help here).
+_MNIST1D_CNN = {
+    "widths": (64, 128, 256),
+    "norm": "batch",
+    "dropout": (0.4,),
+    "epochs": 80,
+}
 _CHOICES = {
     "dataset": DATASETS,
     "model": MODELS,
@@ -60,6 +84,9 @@ _CHOICES = {
     "output": OUTPUTS,
     "tree": TREES,
     "dtype": DTYPES,
+    "loss": LOSSES,
+    "task": TASKS,
+    "preprocess": PREPROCESS,
 }
 
 
@@ -75,13 +102,19 @@ class RunConfig:
     data: str | None = None
     classes: int = 1000
     examples: int = 4096
+    task: str | None = None
+    bins: int | None = None
+    preprocess: str = "none"
+    pca_dims: int | None = None
     # model
     model: str = "mlp"
     widths: tuple | None = None
     kernel_size: int = 5
     activation: str = "relu"
-    norm: str = "none"
+    pieces: int = 2
+    norm: str | None = None
     dropout: tuple | None = None
+    input_noise: tuple | None = None
     init: str = "default"
     output: str = "softmax"
     tree: str = "balanced"
@@ -96,6 +129,9 @@ class RunConfig:
     epochs: int | None = None
     batch_size: int | None = None
     l2: tuple = (0.0,)
+    l1: tuple = (0.0,)
+    max_norm: float | None = None
+    loss: str = "cross-entropy"
     patience: int | None = None
     seed: int = 0
     # ensembles
@@ -143,24 +179,34 @@ class RunConfig:
             init = "xavier_normal" if self.activation in ("tanh", "sigmoid") else "kaiming_normal"
         if self.activation == "selu" and init == "kaiming_normal":
             init = "lecun_normal"
+        tuned = self._tuned_defaults()
         done = dataclasses.replace(
             self,
             widths=_default(
-                self.widths, _DEFAULT_WIDTHS.get(self.model, (1,))
-            ),  # unused by a user model
+                self.widths, tuned.get("widths", _DEFAULT_WIDTHS.get(self.model, (1,)))
+            ),  # (1,): unused by a user model
             lr=_default(self.lr, (_DEFAULT_LR.get(self.optimizer, 3e-3),)),
             dropout=self.dropout
             if self.dropout is not None
-            else (_DEFAULT_DROPOUT.get(self.model, 0.0),),
+            else tuned.get("dropout", (_DEFAULT_DROPOUT.get(self.model, 0.0),)),
+            norm=_default(self.norm, tuned.get("norm", "none")),
+            input_noise=_default(self.input_noise, tuned.get("input_noise", (0.0,))),
+            task=_default(self.task, _DATASET_TASKS.get(self.dataset) if not self.data else None),
             momentum=_default(self.momentum, _DEFAULT_MOMENTUM.get(self.optimizer)),
             weight_decay=_default(self.weight_decay, _DEFAULT_WEIGHT_DECAY.get(self.optimizer)),
-            epochs=_default(self.epochs, _DEFAULT_EPOCHS.get(self.model, 30)),
+            epochs=_default(self.epochs, tuned.get("epochs", _DEFAULT_EPOCHS.get(self.model, 30))),
             batch_size=_default(self.batch_size, _DEFAULT_BATCH.get(self.model, 128)),
             init=init,
             data=os.path.abspath(self.data) if isinstance(self.data, str) else self.data,
         )
         done.check()
         return done
+
+    def _tuned_defaults(self) -> dict:
+        """The defaults of the built-in MNIST-1D CNN (``{}`` for every other run)."""
+        if self.model == "cnn" and self.dataset == "mnist1d" and not self.data:
+            return _MNIST1D_CNN
+        return {}
 
     # ------------------------------------------------------------------ checks
 
@@ -171,6 +217,7 @@ class RunConfig:
                 continue  # a --data run has no built-in data set (recorded as null)
             if name == "model" and is_user_model(self.model):
                 resolve(self.model)  # a spec that names nothing fails here, before any folder
+            if name == "task" and self.task is None:  # --data: read off the labels
                 continue
             if getattr(self, name) not in choices:
                 raise ValueError(
@@ -193,7 +240,15 @@ class RunConfig:
         _in_range("dropout", self.dropout, 0.0, 1.0, high_open=True)
         _in_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
         _in_range("weight_decay", self.weight_decay, 0.0, math.inf)
+        _in_range("l1", self.l1, 0.0, math.inf)
+        _in_range("input_noise", self.input_noise, 0.0, math.inf)
+        _positive_ints(self, ("pieces",))
+        _positive_ints(self, ("pca_dims", "bins"), optional=True)
+        if self.max_norm is not None:
+            _in_range("max_norm", (self.max_norm,), 0.0, math.inf, low_open=True)
         self._check_combinations()
+        self._check_model_options()
+        self._check_task()
 
     def _check_combinations(self) -> None:
         if self.momentum is not None and self.optimizer in ("sgd", "adagrad"):
@@ -229,6 +284,46 @@ class RunConfig:
             )
         if self.output == "hsoftmax" and self.model not in MODELS:
             raise ValueError("--output hsoftmax needs --model mlp or cnn")
+
+    def _check_model_options(self) -> None:
+        if self.activation == "maxout" and self.model != "mlp":
+            raise ValueError("--activation maxout needs --model mlp (Maxout replaces Dense+act)")
+        if self.norm == "instance" and self.model != "cnn":
+            raise ValueError(
+                "--norm instance needs --model cnn: it normalises each channel over the "
+                "spatial positions, which flat MLP features do not have"
+            )
+        if self.preprocess in ("pca", "whiten") and self.model != "mlp":
+            raise ValueError(f"--preprocess {self.preprocess} gives flat features: use --model mlp")
+        if self.pca_dims is not None and self.preprocess not in ("pca", "whiten"):
+            raise ValueError("--pca-dims applies to --preprocess pca or whiten")
+
+    def _check_task(self) -> None:
+        if self.bins is not None and self.bins < 2:
+            raise ValueError(f"--bins must be >= 2, got {self.bins} (one bin predicts a constant)")
+        if self.task in ("classes", "attributes") and self.bins is not None:
+            raise ValueError(f"--bins discretises a regression target; the task is {self.task}")
+        classes = self.task == "classes" or self.bins is not None
+        if self.task is not None and not classes:
+            if self.loss != "cross-entropy":
+                raise ValueError(f"--loss {self.loss} needs class labels (the task is {self.task})")
+            if self.output != "softmax":
+                raise ValueError(f"--output {self.output} needs class labels (task {self.task})")
+            if self.patience is not None:
+                raise ValueError(
+                    "--patience stops on validation accuracy, which needs class labels "
+                    f"(the task is {self.task})"
+                )
+        if (
+            self.num_members > 1
+            and self.task not in (None, "classes")
+            or self.bins
+            and (self.num_members > 1)
+        ):
+            what = f"--bins {self.bins}" if self.bins else f"the task is {self.task}"
+            raise ValueError(f"--ensemble and sweeps train class labels only ({what})")
+        if self.loss == "svm" and self.output != "softmax":
+            raise ValueError("--loss svm scores every class: use --output softmax")
 
     # ------------------------------------------------------------------ ensembles
 

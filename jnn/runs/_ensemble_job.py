@@ -31,8 +31,14 @@ def member_hyperparams(config: RunConfig) -> dict:
     return {
         name: [m[name] for m in members]
         for name in SWEEPABLE
-        if getattr(config, name) is not None and name in members[0]
+        if getattr(config, name) is not None
+        and name in members[0]
+        and not (name in _ZERO_IS_OFF and not any(m[name] for m in members))
     }
+
+
+# Options whose all-zero values add nothing to the step (no penalty term, no noise layer).
+_ZERO_IS_OFF = ("l1", "input_noise")
 
 
 def _keys(config: RunConfig):
@@ -70,8 +76,14 @@ def fit(config: RunConfig, setup, folder, resume: bool, echo, callbacks):
     hp = member_hyperparams(config)
 
     dropout = max(config.dropout) if "dropout" in config.sweep else None
+    noise = max(config.input_noise) if "input_noise" in config.sweep else None
     model = _builders.build_model(
-        config, setup.ds.num_classes, setup.ds.input_shape, dropout=dropout, tree=setup.tree
+        config,
+        setup.ds.num_classes,
+        setup.ds.input_shape,
+        dropout=dropout,
+        tree=setup.tree,
+        input_noise=noise,
     )
     on_start, on_epoch = callbacks(config, folder, echo, setup.mesh)
     schedules = [_builders.build_schedule(config, setup.steps_per_epoch, lr) for lr in hp["lr"]]
@@ -91,6 +103,7 @@ def fit(config: RunConfig, setup, folder, resume: bool, echo, callbacks):
         learning_rate=schedules,
         ema=config.ema,
         snapshots=config.snapshots,
+        step_options={"max_norm": config.max_norm} if config.max_norm else None,
         on_epoch=lambda r: on_epoch(r, _epoch_line(r, config.epochs)),
         tensorboard_dir=_events.tensorboard_dir(config, folder),
         **loop_options(config, setup, folder, resume, on_start),

@@ -122,7 +122,14 @@ class RunFolder:
     def clear(self) -> None:
         """Removes a previous run's files (``--overwrite``)."""
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
-        for name in ("config.json", "metrics.jsonl", "summary.json", "report.md", "data.json"):
+        for name in (
+            "config.json",
+            "metrics.jsonl",
+            "summary.json",
+            "report.md",
+            "data.json",
+            "preprocess.npz",
+        ):
             (self.path / name).unlink(missing_ok=True)
         for events in [*self.path.glob("events.out.tfevents.*"), *self.path.glob("member_*")]:
             shutil.rmtree(events) if events.is_dir() else events.unlink(missing_ok=True)
@@ -140,6 +147,13 @@ class RunFolder:
     @_primary_only
     def save_config(self, config) -> None:
         config.save(self.path / "config.json")
+
+    @_primary_only
+    def save_preprocess(self, stats) -> None:
+        """``preprocess.npz``: the ``--preprocess`` statistics fitted on the training split."""
+        from jnn.runs import _preprocess
+
+        _preprocess.save(self.path, stats)
 
     @_primary_only
     def append_metrics(self, record: dict) -> None:
@@ -163,20 +177,24 @@ class RunFolder:
         (self.path / "summary.json").write_text(json.dumps(jsonable(summary), indent=2) + "\n")
 
     @_primary_only(otherwise=dict)
-    def write_history_plots(self, history) -> dict:
+    def write_history_plots(self, history, accuracy=True) -> dict:
         """The figures drawn from the history alone (loss, accuracy, update ratio); returns
         ``{name: path}``. A run draws them while it evaluates (see ``_overlap``)."""
         import jnn.plots as plots
 
         return {
             "loss": plots.loss_curve(history, self.path / "loss.png"),
-            "accuracy": plots.accuracy_curve(history, self.path / "accuracy.png"),
             "update_ratio": plots.update_ratio_curve(history, self.path / "update_ratio.png"),
+            **(
+                {"accuracy": plots.accuracy_curve(history, self.path / "accuracy.png")}
+                if accuracy
+                else {}
+            ),
         }
 
     @_primary_only(otherwise=dict)
     def write_plots(
-        self, history, stats, params, image_shape, reliability=None, drawn=None
+        self, history, stats, params, image_shape, reliability=None, drawn=None, accuracy=True
     ) -> dict:
         """Writes the babysitting figures; returns ``{name: file name}``.
 
@@ -194,6 +212,8 @@ class RunFolder:
             **(drawn if drawn is not None else self.write_history_plots(history)),
             "activations": plots.activation_histograms(stats, self.path / "activations.png"),
         }
+        if accuracy:
+            written["accuracy"] = plots.accuracy_curve(history, self.path / "accuracy.png")
         first = plots.first_layer(params, self.path / "first_layer.png", image_shape=image_shape)
         if first is not None:
             written["first_layer"] = first
@@ -215,6 +235,7 @@ class RunFolder:
             lines += [summary["last_epoch"], ""]
         lines += ["## Diagnostics", ""]
         lines += [f"- {d}" for d in summary["diagnostics"]] or ["- no problems found"]
+        lines += [f"- {why}" for why in summary.get("absent_plots", [])]
         for table in tables:
             lines += ["", table]
         config_json = json.dumps(config.to_json(), indent=2)

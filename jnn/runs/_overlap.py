@@ -38,11 +38,11 @@ class HistoryPlots:
     """The loss, accuracy and update-ratio figures, drawn on a background thread from the
     moment training ends (``start``) until the run needs them (``result``)."""
 
-    def __init__(self, config: RunConfig, folder, history):
+    def __init__(self, config: RunConfig, folder, history, accuracy: bool = True):
         self._future = None
         if config.plots:
             pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jnn-plots")
-            self._future = pool.submit(folder.write_history_plots, history)
+            self._future = pool.submit(folder.write_history_plots, history, accuracy)
             pool.shutdown(wait=False)
 
     def result(self) -> dict | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from jnn.runs import _builders, _events, _overlap
+from jnn.runs import _builders, _events, _overlap, _preprocess, _tasks
 from jnn.runs._config import RunConfig
 from jnn.runs._folder import RunFolder
 
@@ -22,6 +22,8 @@ class Setup(NamedTuple):
     steps_per_epoch: int
     tree: Any = None
     mesh: Any = None
+    task: Any = None  # a jnn.runs._tasks.Task (None: classes)
+    preprocess: Any = None  # the fitted --preprocess statistics
     dtype: str = "float32"
 
 
@@ -53,8 +55,10 @@ def _imports(config: RunConfig, clock) -> None:
     clock.lap("imports")
 
 
-def _setup(config: RunConfig, clock) -> Setup:
+def _setup(config: RunConfig, clock, folder=None, resume=False) -> Setup:
     ds = _builders.load_run_data(config)
+    ds, stats = _preprocess.prepare(config, ds, folder, resume)
+    ds, task = _tasks.prepare(config, ds)
     tree = None
     if config.output == "hsoftmax":
         tree = _builders.build_tree(config, ds.y_train, ds.num_classes)
@@ -62,8 +66,9 @@ def _setup(config: RunConfig, clock) -> Setup:
     _builders.check_memory(config, model, ds.input_shape)
     mesh = _mesh(config)
     clock.lap("data")
+    loss = _builders.build_loss(config, "classes" if task.is_classes else task.kind)
     steps = len(ds.x_train) // config.batch_size
-    return Setup(ds, model, _builders.build_loss(config), steps, tree, mesh, config.dtype)
+    return Setup(ds, model, loss, steps, tree, mesh, task, stats, config.dtype)
 
 
 def _mesh(config: RunConfig):
@@ -94,7 +99,7 @@ def _header(config: RunConfig, setup: Setup, folder: RunFolder) -> str:
     return (
         f"jnn train: {config.model} {list(config.widths)} on {config.data or config.dataset} "
         f"({len(ds.x_train)} train / {len(ds.x_val)} val / {len(ds.x_test)} test, "
-        f"{ds.num_classes} classes), {config.optimizer} lr {lr} {config.schedule}, "
+        f"{setup.task.describe()}), {config.optimizer} lr {lr} {config.schedule}, "
         f"{config.epochs} epochs of {setup.steps_per_epoch} steps{members} -> {folder.path}"
     )
 
@@ -185,13 +190,15 @@ def _step_options(config: RunConfig, schedule):
     """``fit``'s step options: the L2 strength; for ``--output hsoftmax`` without L2 the
     sparse head step (lazy Adam for the Adam family, with its b1; SGD otherwise)."""
     l2 = config.l2[0]
-    if config.output == "hsoftmax" and not l2:
+    penalties = {"l2": l2, "l1": config.l1[0], "max_norm": config.max_norm}
+    penalties = {k: v for k, v in penalties.items() if v}
+    if config.output == "hsoftmax" and not penalties:
         if config.optimizer in ("adam", "adamw", "nadam"):
             head = {"head_update": "lazy_adam", "learning_rate": schedule, "b1": config.momentum[0]}
         else:
             head = {"head_update": "sgd", "learning_rate": schedule}
         return {"sparse_head": head}
-    return {"l2": l2} if l2 else None
+    return penalties or None
 
 
 def on_host(tree):
@@ -210,10 +217,10 @@ def _ended(stopped, message) -> str | None:
     return None
 
 
-def _diagnostics(setup, history, stats, stopped, message):
+def _diagnostics(setup, history, stats, stopped, message, params=None):
     import jnn.monitor
 
-    diagnostics = jnn.monitor.diagnose(history, stats, inputs=setup.ds.x_train)
+    diagnostics = jnn.monitor.diagnose(history, stats, inputs=setup.ds.x_train, params=params)
     if stopped == "non_finite":
         diagnostics.insert(0, f"training stopped: {message}; {_non_finite_cause(setup.dtype)}")
     return diagnostics
@@ -233,7 +240,7 @@ def _non_finite_cause(dtype: str) -> str:
     )
 
 
-def run_summary(setup, result, stats, test_accuracy, test_loss) -> dict:
+def run_summary(setup, result, stats, test_accuracy, test_loss, params=None) -> dict:
     """The summary keys every run has: test figures, epochs, how it ended, diagnostics."""
     return {
         "test_accuracy": test_accuracy,
@@ -242,7 +249,9 @@ def run_summary(setup, result, stats, test_accuracy, test_loss) -> dict:
         "stopped": result.stopped,
         "message": result.message,
         "ended": _ended(result.stopped, result.message),
-        "diagnostics": _diagnostics(setup, result.history, stats, result.stopped, result.message),
+        "diagnostics": _diagnostics(
+            setup, result.history, stats, result.stopped, result.message, params
+        ),
     }
 
 
@@ -251,28 +260,46 @@ def _finish_single(config, setup, folder, result, clock):
     import jnn.monitor
     import jnn.train
 
-    drawing = _overlap.HistoryPlots(config, folder, result.history)
+    drawing = _overlap.HistoryPlots(config, folder, result.history, setup.task.is_classes)
     state = result.state
     test = jnn.train.evaluate(
         setup.model, state.params, state.model_state, setup.ds.x_test, setup.ds.y_test, setup.loss
     )
     x_stats = setup.ds.x_val[:ACTIVATION_SAMPLE]
     stats = jnn.monitor.activation_stats(setup.model, state.params, state.model_state, x_stats)
+    task_summary, tables = _task_result(config, setup, state)
     clock.lap("evaluate")
     history = result.history
+    accuracy = task_summary.get("test_accuracy", test["accuracy"])
     summary = {
-        **run_summary(setup, result, stats, test["accuracy"], test["loss"]),
+        **run_summary(setup, result, stats, accuracy, test["loss"], state.params),
         "activation_stats": {
             name: {k: v for k, v in row.items() if k not in ("hist", "edges")}
             for name, row in stats.items()
         },
+        **task_summary,
     }
     plots = {}
     if config.plots:
         plots = folder.write_plots(
-            history, stats, state.params, setup.ds.image_shape, drawn=drawing.result()
+            history,
+            stats,
+            state.params,
+            setup.ds.image_shape,
+            accuracy=setup.task.is_classes,
+            drawn=drawing.result(),
         )
-    return summary, plots, []
+    return summary, plots, tables
+
+
+def _task_result(config, setup, state) -> tuple[dict, list]:
+    """The summary keys and report tables of a task other than plain classes (see
+    ``_task_report``); ``({}, [])`` for classes."""
+    from jnn.runs import _task_report
+
+    if setup.task.kind == "classes":
+        return {}, []
+    return _task_report.result(config, setup, state)
 
 
 def _split_fit(timings: dict, compile_seconds: float, train_seconds: float) -> None:
@@ -297,7 +324,7 @@ def _write_out(config, folder, summary, plots, tables, result, clock):
     train_seconds = sum(r.get("seconds", 0.0) for r in history)
     _split_fit(clock.timings, (result.timings or {}).get("compile", 0.0), train_seconds)
     summary["train_seconds"] = train_seconds
-    summary["headline"] = (
+    summary["headline"] = summary.get("headline") or (
         f"**Test accuracy: {100 * summary['test_accuracy']:.2f}%** (test loss "
         f"{summary['test_loss']:.4f}) after {summary['epochs_run']} epochs, "
         f"{train_seconds:.1f} s of training."
@@ -342,12 +369,14 @@ def _run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock, claim=
     from jnn.runs._job import RunOutcome
 
     _overlap.preload(config)
-    setup = _setup(config, clock)
+    setup = _setup(config, clock, folder, resume)
     if claim is not None:
         claim(echo)
     else:
         folder.create()
     folder.save_config(config)
+    if setup.preprocess is not None:
+        folder.save_preprocess(setup.preprocess)
     echo(_header(config, setup, folder))
     _events.announce(config, echo)
     if config.num_members > 1:
@@ -373,9 +402,11 @@ def _echo_end(summary, folder, echo):
         echo(f"  - {line}")
     for line in summary.get("console_tail", []):
         echo(line)
-    default = (
+    if summary.get("final_line"):
+        echo(summary["final_line"])
+        return
+    echo(
         f"test accuracy {100 * summary['test_accuracy']:.2f}% (loss "
         f"{summary['test_loss']:.4f}) after {summary['epochs_run']} epochs, "
         f"{summary['train_seconds']:.1f}s of training; run folder {folder.path}"
     )
-    echo(summary.get("final_line") or default)
