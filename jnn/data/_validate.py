@@ -132,8 +132,8 @@ def check_class_labels(y, name: str, *, attributes: bool = False) -> None:
     0/1. A column ``(N, 1)`` and one-hot rows (2-D 0/1, exactly one 1 per row; taken as
     attributes when ``attributes``) are refused, saying what to pass instead."""
     y = np.asarray(y)
-    if y.ndim == 1:
-        return
+    if y.ndim == 1 or attributes and y.ndim == 2:
+        return  # attribute values are checked by the task (jnn.data.check_attributes)
     if y.ndim == 2 and y.shape[1] == 1:
         raise ValueError(
             f"{name} has shape {y.shape}: class labels must have shape ({y.shape[0]},), one "

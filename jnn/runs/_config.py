@@ -217,11 +217,15 @@ class RunConfig:
                 continue  # a --data run has no built-in data set (recorded as null)
             if name == "model" and is_user_model(self.model):
                 resolve(self.model)  # a spec that names nothing fails here, before any folder
+                continue
             if name == "task" and self.task is None:  # --data: read off the labels
                 continue
             if getattr(self, name) not in choices:
+                own = " or your own FILE.py:FUNCTION / package.module:FUNCTION"
                 raise ValueError(
-                    f"--{_flag(name)} must be one of {choices}, got {getattr(self, name)!r}"
+                    f"--{_flag(name)} must be one of {choices}"
+                    + (own if name == "model" else "")
+                    + f", got {getattr(self, name)!r}"
                 )
         _positive_ints(
             self, ("classes", "examples", "kernel_size", "epochs", "batch_size", "ensemble")

@@ -144,6 +144,18 @@ def _member_name(config, row) -> str:
     return f"member {row['member']}" + "".join(f" ({n} {row[n]:g})" for n in config.sweep)
 
 
+def _left_out(rows, healthy) -> list[str]:
+    """The line that says which members the headline's mean and best leave out."""
+    if not healthy or len(healthy) == len(rows):
+        return []
+    kept = {r["member"] for r in healthy}
+    out = [str(r["member"]) for r in rows if r["member"] not in kept]
+    return [
+        f"members' mean and best below are of the {len(healthy)} healthy members; left out "
+        f"(diverged or near chance): member{'s' if len(out) > 1 else ''} {', '.join(out)}"
+    ]
+
+
 def member_verdicts(config, rows, num_classes: int):
     """``(healthy rows, diagnostics naming the members that are stuck near chance)``."""
     alive = [r for r in rows if not r["diverged"]]
@@ -256,17 +268,11 @@ def finish(config, setup, folder, result, clock):
             f"{name}_ensemble": {k: v for k, v in ev.items() if k != "members"}
             for name, ev in extra.items()
         },
-        "console_tail": _lines(config, main, extra, rows),
+        "console_tail": _lines(config, main, extra, rows) + _left_out(rows, healthy),
         "final_line": (
             f"ensemble test accuracy {100 * main['accuracy']:.2f}% (members: mean "
             f"{100 * sum(accuracies) / len(accuracies):.2f}%, best "
-            f"{100 * max(accuracies):.2f}%"
-            + (
-                f"; {len(rows) - len(healthy)} diverged or near chance left out"
-                if len(healthy) < len(rows) and healthy
-                else ""
-            )
-            + ")"
+            f"{100 * max(accuracies):.2f}%)"
         ),
     }
     plots = {}
