@@ -17,7 +17,13 @@ from pathlib import Path
 
 __all__ = ["RUN_DEFINING", "RunConfig", "SWEEPABLE"]
 
-from jnn.runs._user_model import absolute_spec, check_user_options, is_user_model, resolve
+from jnn.runs._user_model import (
+    absolute_spec,
+    check_user_options,
+    is_user_model,
+    resolve,
+    stored_options,
+)
 
 DATASETS = ("digits", "mnist1d", "many-classes")
 MODELS = ("mlp", "cnn")
@@ -150,7 +156,7 @@ class RunConfig:
             ),  # unused by a user model
             lr=_default(self.lr, (_DEFAULT_LR.get(self.optimizer, 3e-3),)),
             dropout=self.dropout
-            if self.dropout is not None
+            if self.dropout is not None or is_user_model(self.model)  # a user's: in its code
             else (_DEFAULT_DROPOUT.get(self.model, 0.0),),
             momentum=_default(self.momentum, _DEFAULT_MOMENTUM.get(self.optimizer)),
             weight_decay=_default(self.weight_decay, _DEFAULT_WEIGHT_DECAY.get(self.optimizer)),
@@ -262,7 +268,7 @@ class RunConfig:
         stored = {k: v for k, v in stored.items() if k in known}
         if stored.get("data") is not None:  # older folders stored the unused default dataset
             stored["dataset"] = None
-        return cls.from_options(**stored)
+        return cls.from_options(**stored_options(stored))
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
@@ -294,7 +300,7 @@ class RunConfig:
         return candidate
 
     def _given(self) -> dict:
-        return dataclasses.asdict(self)
+        return stored_options(dataclasses.asdict(self))
 
     def _may_extend(self, candidate) -> bool:
         return candidate.epochs > self.epochs and self.schedule in OPEN_ENDED_SCHEDULES
