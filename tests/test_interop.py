@@ -317,6 +317,32 @@ def test_bad_inputs():
         interop.from_equinox("model")
 
 
+@pytest.mark.parametrize("make", ["linen", "nnx", "equinox"])
+def test_bfloat16_params_train_like_float32(data, make):
+    model = {
+        "linen": LinenCNN(rate=0.2),
+        "nnx": interop.from_nnx(NnxNet),
+        "equinox": interop.from_equinox(eqx_net),
+    }[make]
+    key = jax.random.key(2)
+    ref = _fit(model, data, key)
+    # Flax's own normalisation layers promote bfloat16 with float32 (standard promotion)
+    with jax.numpy_dtype_promotion("standard"):
+        low = _fit(model, data, key, dtype=jnp.bfloat16)
+    floats = lambda t: {
+        str(a.dtype) for a in jax.tree.leaves(t) if jnp.issubdtype(a.dtype, jnp.floating)
+    }
+    assert floats(low.state.params) == floats(low.state.model_state) == {"bfloat16"}
+    losses = [r["train_loss"] for r in low.history]
+    np.testing.assert_allclose(losses, [r["train_loss"] for r in ref.history], atol=2e-2)
+    gap = jax.tree.map(
+        lambda a, b: float(jnp.max(jnp.abs(a.astype(jnp.float32) - b))),
+        low.state.params,
+        ref.state.params,
+    )
+    assert max(jax.tree.leaves(gap)) < 5e-2  # bfloat16 rounding of the same run
+
+
 # --------------------------------------------------------------------------- jnn train --model
 USER_FILE = """
 from flax import nnx

@@ -179,8 +179,9 @@ class RunConfig:
                 resolve(self.model)  # a spec that names nothing fails here, before any folder
                 continue
             if getattr(self, name) not in choices:
+                own = " or FILE.py:FUNCTION / package.module:FUNCTION" if name == "model" else ""
                 raise ValueError(
-                    f"--{_flag(name)} must be one of {choices}, got {getattr(self, name)!r}"
+                    f"--{_flag(name)} must be one of {choices}{own}, got {getattr(self, name)!r}"
                 )
         _positive_ints(
             self, ("classes", "examples", "kernel_size", "epochs", "batch_size", "ensemble")
