@@ -3,8 +3,8 @@
 python tests/_distributed_worker.py devices OUT.json WORKDIR
     8 forced CPU devices (the caller sets XLA_FLAGS before JAX starts): 1 device vs a
     data mesh (fit and make_step, FSDP), a 2 x 4 ensemble x data mesh, the shardings
-    seen inside the compiled step, the divisibility errors, and `jnn train --devices 8`
-    vs `--devices 1`.
+    seen inside the compiled step, the divisibility errors, Flax linen / NNX / Equinox
+    models (fit and an NNX ensemble), and `jnn train --devices 8` vs `--devices 1`.
 python tests/_distributed_worker.py process PORT PID WORKDIR
     one of two processes joined by jnn.distributed.initialize on 127.0.0.1:PORT: fit with
     Orbax checkpoints and a make_step loop fed per process; writes WORKDIR/params{PID}.npz.
@@ -222,12 +222,83 @@ def cli_checks(out: dict, workdir: str) -> None:
     }
 
 
+def _foreign_models() -> dict:
+    """A linen MLP with BatchNorm and dropout, an NNX constructor and an Equinox constructor
+    with BatchNorm (its "batch" axis under the mesh)."""
+    import equinox as eqx
+    import flax.linen as linen
+    import jax
+    from flax import nnx
+
+    class Linen(linen.Module):
+        @linen.compact
+        def __call__(self, x, train=False):
+            x = linen.Dense(8, use_bias=False)(x)  # a bias before BatchNorm: adam amplifies
+            x = linen.BatchNorm(use_running_average=not train)(x)  # its ~0 gradient's rounding
+            x = linen.Dropout(0.1, deterministic=not train)(linen.relu(x))
+            return linen.Dense(3)(x)
+
+    class Nnx(nnx.Module):
+        def __init__(self, rngs):
+            self.a, self.b = nnx.Linear(5, 8, rngs=rngs), nnx.Linear(8, 3, rngs=rngs)
+            self.drop = nnx.Dropout(0.1, rngs=rngs)
+
+        def __call__(self, x):
+            return self.b(self.drop(nnx.relu(self.a(x))))
+
+    def equinox(key):
+        k1, k2 = jax.random.split(key)
+        return eqx.nn.Sequential(
+            [
+                eqx.nn.Linear(5, 8, use_bias=False, key=k1),
+                eqx.nn.BatchNorm(8, "batch", mode="batch"),
+                eqx.nn.Lambda(jax.nn.relu),
+                eqx.nn.Linear(8, 3, key=k2),
+            ]
+        )
+
+    return {"linen": Linen(), "nnx": Nnx, "equinox": equinox}
+
+
+def _arrays(state):
+    """Params and model state with typed keys (NNX's RNG streams) as their key data."""
+    import jax
+
+    raw = lambda a: (
+        jax.random.key_data(a) if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key) else a
+    )  # noqa: E731
+    return state.params, jax.tree.map(raw, state.model_state)
+
+
+def foreign_checks(out: dict) -> None:
+    """Flax linen / NNX / Equinox models: fit on 8 devices vs 1, an NNX ensemble on 2 x 4."""
+    import jax
+
+    from jnn import ensemble, losses, optim, train
+
+    x, y = problem()
+    for name, model in _foreign_models().items():
+        fit = lambda mesh, m=model: train.fit(  # noqa: E731
+            m, losses.softmax_cross_entropy, optim.adam(1e-2), (x, y),
+            key=jax.random.key(0), mesh=mesh, **FIT,
+        )  # fmt: skip
+        out[f"{name}_gap"] = _diff(*(_arrays(fit(mesh).state) for mesh in (None, 8)))
+    members = lambda mesh: ensemble.fit(  # noqa: E731
+        _foreign_models()["nnx"], losses.softmax_cross_entropy, optim.adam(1e-2), (x, y),
+        keys=jax.random.split(jax.random.key(3), 4), mesh=mesh, **FIT,
+    )  # fmt: skip
+    out["nnx_ensemble_gap"] = _diff(
+        members(None).state.params, members(train.make_mesh(8, ensemble=2)).state.params
+    )
+
+
 def devices(path: str, workdir: str) -> None:
     import jax
 
     out = {"devices": jax.device_count()}
     single_checks(out)
     ensemble_checks(out)
+    foreign_checks(out)
     cli_checks(out, workdir)
     with open(path, "w") as f:
         json.dump(out, f)

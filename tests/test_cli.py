@@ -264,7 +264,7 @@ def _text_file(tmp_path):
 
 BAD_INPUTS = [
     (lambda t: ["--dataset", "cifar10"], "invalid choice: 'cifar10'"),
-    (lambda t: ["--model", "rnn"], "--model must be one of ('mlp', 'cnn') or your own"),
+    (lambda t: ["--model", "rnn"], "one of ('mlp', 'cnn') or FILE.py:FUNCTION"),
     (lambda t: ["--widths", "16,0"], "positive integer"),
     (lambda t: ["--widths", "-4"], "positive integer"),
     (lambda t: ["--widths", "a,b"], "positive integer"),

@@ -123,6 +123,14 @@ def test_ensemble_on_a_2x4_mesh_matches_one_device(eight):
     assert eight["ensemble_step_gap"] < TOL  # ensemble.make_step, per-member learning rates
 
 
+def test_foreign_models_on_8_devices_match_one_device(eight):
+    # a Flax linen model with BatchNorm and dropout, an NNX model (its RNG streams in the
+    # state) and an Equinox model with BatchNorm: params and model state, same seed
+    for name in ("linen", "nnx", "equinox"):
+        assert eight[f"{name}_gap"] < TOL, name
+    assert eight["nnx_ensemble_gap"] < TOL  # 4 NNX members on a 2 x 4 mesh
+
+
 def test_batches_and_members_that_do_not_divide_the_mesh_are_clear_errors(eight):
     # Just inside: batch_size 16 on 8 devices trained above; just outside: 12.
     for key in ("fit_batch_error", "step_batch_error"):

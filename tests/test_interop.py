@@ -1,7 +1,10 @@
 """jnn.interop: Flax linen, Flax NNX and Equinox models trained by jnn, each against an
 independent reference (a hand-written Flax + Optax loop, single fits, Optax's own numbers)."""
 
+import contextlib
 import functools
+import io
+import json
 
 import chex
 import equinox as eqx
@@ -14,6 +17,7 @@ import pytest
 from flax import nnx
 
 import jnn
+import jnn.cli
 from jnn import _tree, interop
 
 N, D, C, B = 48, 12, 3, 16
@@ -311,3 +315,149 @@ def test_bad_inputs():
         interop.from_nnx(3)
     with pytest.raises(TypeError, match="from_equinox"):
         interop.from_equinox("model")
+
+
+@pytest.mark.parametrize("make", ["linen", "nnx", "equinox"])
+def test_bfloat16_params_train_like_float32(data, make):
+    model = {
+        "linen": LinenCNN(rate=0.2),
+        "nnx": interop.from_nnx(NnxNet),
+        "equinox": interop.from_equinox(eqx_net),
+    }[make]
+    key = jax.random.key(2)
+    ref = _fit(model, data, key)
+    # Flax's own normalisation layers promote bfloat16 with float32 (standard promotion)
+    with jax.numpy_dtype_promotion("standard"):
+        low = _fit(model, data, key, dtype=jnp.bfloat16)
+    floats = lambda t: {
+        str(a.dtype) for a in jax.tree.leaves(t) if jnp.issubdtype(a.dtype, jnp.floating)
+    }
+    assert floats(low.state.params) == floats(low.state.model_state) == {"bfloat16"}
+    losses = [r["train_loss"] for r in low.history]
+    np.testing.assert_allclose(losses, [r["train_loss"] for r in ref.history], atol=2e-2)
+    gap = jax.tree.map(
+        lambda a, b: float(jnp.max(jnp.abs(a.astype(jnp.float32) - b))),
+        low.state.params,
+        ref.state.params,
+    )
+    assert max(jax.tree.leaves(gap)) < 5e-2  # bfloat16 rounding of the same run
+
+
+# --------------------------------------------------------------------------- jnn train --model
+USER_FILE = """
+from flax import nnx
+
+
+class Net(nnx.Module):
+    def __init__(self, features, classes, rngs):
+        self.linear1 = nnx.Linear(features, 8, use_bias=False, rngs=rngs)
+        self.bn = nnx.BatchNorm(8, rngs=rngs)
+        self.drop = nnx.Dropout(0.2, rngs=rngs)
+        self.linear2 = nnx.Linear(8, classes, rngs=rngs)
+
+    def __call__(self, x):
+        return self.linear2(self.drop(nnx.relu(self.bn(self.linear1(x)))))
+
+
+def make(input_shape, num_classes):
+    return lambda rngs: Net(input_shape[0], num_classes, rngs)
+
+
+def raises(input_shape, num_classes):
+    raise RuntimeError("no GPU here")
+
+
+def returns_a_number(input_shape, num_classes):
+    return 42
+
+
+def wrong_outputs(input_shape, num_classes):
+    return lambda rngs: Net(input_shape[0], num_classes + 1, rngs)
+"""
+
+
+def _cli_train(*argv):
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        rc = jnn.cli.main(["train", *argv])
+    return rc, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def user_run(tmp_path_factory):
+    """A user's NNX file and small data; ``run(out, *argv)`` trains it through ``jnn train``."""
+    tmp = tmp_path_factory.mktemp("user")
+    (tmp / "user_model.py").write_text(USER_FILE)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 6)).astype(np.float32)
+    xt = rng.normal(size=(20, 6)).astype(np.float32)
+    np.savez(
+        tmp / "data.npz",
+        x_train=x,
+        y_train=(x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0.5),
+        x_test=xt,
+        y_test=(xt[:, 0] > 0).astype(np.int32) + (xt[:, 1] > 0.5),
+    )
+    base = [
+        "--model", f"{tmp / 'user_model.py'}:make", "--data", str(tmp / "data.npz"),
+        "--batch-size", "16", "--schedule", "constant", "--no-progress", "--no-plots",
+        "--no-tensorboard",
+    ]  # fmt: skip
+    return tmp, base
+
+
+def test_cli_user_model_ensemble_and_resume(user_run):
+    tmp, base = user_run
+    full, part = tmp / "full", tmp / "part"
+    rc, text = _cli_train(*base, "--ensemble", "2", "--epochs", "2", "--out", str(full))
+    assert rc == 0, text
+    spec = f"{tmp / 'user_model.py'}:make"
+    assert text.splitlines()[0].startswith(f"jnn train: {spec} on ")  # the spec, not widths
+    assert "ensemble test accuracy" in text
+    config = json.loads((full / "config.json").read_text())
+    assert config["model"] == spec
+    # one epoch, then --resume (from another directory: the spec is absolute) to two
+    assert _cli_train(*base, "--ensemble", "2", "--epochs", "1", "--out", str(part))[0] == 0
+    rc, text = _cli_train("--out", str(part), "--resume", "--epochs", "2", "--no-progress")
+    assert rc == 0, text
+    assert "resuming after epoch 1" in text
+    records = lambda out: [
+        json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+    ]
+    got, want = records(part), records(full)
+    assert [r["epoch"] for r in got] == [1, 2]
+    for a, b in zip(got, want, strict=True):  # the NNX RNG streams were checkpointed
+        assert a["members"] == b["members"] and a["train_loss"] == b["train_loss"]
+    summary = lambda out: json.loads((out / "summary.json").read_text())
+    assert summary(part)["test_loss"] == summary(full)["test_loss"]
+    assert len(summary(full)["members"]) == 2
+    # NNX shows no submodule outputs: one line in the report instead of an empty section
+    note = "activation statistics not collected: NNX models do not expose"
+    assert summary(full)["activations_note"].startswith(note)
+    assert note in (full / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("spec", "extra", "message"),
+    [
+        ("nowhere.py:make", [], "no file"),
+        ("user_model.py:missing", [], "has no function missing"),
+        ("user_model.py:raises", [], "raised RuntimeError: no GPU here"),
+        ("user_model.py:returns_a_number", [], "returned int, not a model"),
+        ("user_model.py:wrong_outputs", [], "expected (2, 3), one score per class"),
+        ("broken.py:make", [], "importing"),
+        ("user_model.py:make", ["--widths", "16"], "--widths shape the built-in"),
+        ("user_model.py:make", ["--dropout", "0.5"], "--dropout shape the built-in"),
+    ],
+)
+def test_cli_bad_user_model_exits_2_in_one_line(user_run, tmp_path, capsys, spec, extra, message):
+    tmp, base = user_run
+    (tmp / "broken.py").write_text("import not_a_module_anywhere\n")
+    argv = [*base, "--epochs", "1", *extra, "--out", str(tmp_path / "run")]
+    argv[argv.index("--model") + 1] = str(tmp / spec)
+    rc = jnn.cli.main(["train", *argv])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert message in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()

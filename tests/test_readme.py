@@ -40,6 +40,19 @@ CLAIMS = [
         lambda m: float(m[1]) >= 0.95 and float(m[1]) >= float(m[2]) - 1e-6,
     ),
     ("the last one is far too large", r"\[None, None, None, \{'step': \d+", lambda m: True),
+    (
+        "# ['Dense_0/kernel', 'Dense_1/kernel']",
+        r"^\['Dense_0/kernel', 'Dense_1/kernel'\]$",
+        lambda m: True,
+    ),
+    ("# linen ~0.96", r"linen: test accuracy (0\.\d+)", lambda m: float(m[1]) >= 0.9),
+    (
+        "# nnx ~0.96",
+        r"nnx sweep: accuracy (0\.\d+), member mean (0\.\d+)",
+        lambda m: float(m[1]) >= 0.9 and float(m[1]) >= float(m[2]) - 1e-6,
+    ),
+    ("# ['bias', 'weight']", r"^\['bias', 'weight'\]$", lambda m: True),
+    ("# equinox ~0.95", r"equinox: test accuracy (0\.\d+)", lambda m: float(m[1]) >= 0.9),
 ]
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from jnn.interop._names import cast_floating
@@ -44,7 +45,7 @@ class LinenModel:
         """``(params, model_state)``: ``module.init({"params": key}, zeros)`` in eval mode;
         ``params`` is the ``"params"`` collection, ``model_state`` the others (e.g.
         ``{"batch_stats": ...}``); floating leaves cast to ``dtype`` when given."""
-        x = jnp.zeros(tuple(input_shape), dtype or jnp.float32)
+        x = jnp.zeros(tuple(input_shape), jnp.float32)  # linen's params are float32; cast after
         variables = dict(self.module.init({"params": key}, x, **self._mode(False)))
         params = variables.pop("params", {})
         state = {k: v for k, v in variables.items() if k not in _NOT_STATE}
@@ -66,7 +67,11 @@ class LinenModel:
         y, updates = self.module.apply(
             variables, x, rngs=rngs, mutable=list(state), **self._mode(True)
         )
-        return y, {**state, **updates}
+        # linen's BatchNorm computes its statistics in float32: keep the state's own dtypes
+        kept = {
+            k: jax.tree.map(lambda u, s: u.astype(s.dtype), updates[k], state[k]) for k in updates
+        }
+        return y, {**state, **kept}
 
     def activation_outputs(self, params, state, x, *, key=None, train=False) -> dict:
         """``{submodule path: (kind, output)}`` of one forward pass (linen's

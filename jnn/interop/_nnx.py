@@ -95,14 +95,15 @@ class NnxModel:
     def init(self, key, input_shape, dtype=None):
         """``(params, model_state)``: the constructor called with ``nnx.Rngs(key)`` (a built
         module: its own values, whatever the key); ``params`` are the ``nnx.Param``
-        variables, ``model_state`` the others (batch statistics, RNG streams)."""
+        variables, ``model_state`` the others (batch statistics, RNG streams); floating
+        leaves of both cast to ``dtype`` when given."""
         from flax import nnx
 
         del input_shape  # an NNX module is built for its shapes
         template = _template(self)
         module = self.module if self.module is not None else self.constructor(nnx.Rngs(key))
         params, state = self._split(nnx.to_pure_dict(nnx.split(module)[1]), template)
-        return cast_floating(params, dtype), state
+        return cast_floating(params, dtype), cast_floating(state, dtype)
 
     def _module(self, params, state, template):
         from flax import nnx

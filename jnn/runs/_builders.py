@@ -46,8 +46,10 @@ def load_run_data(config: RunConfig):
     else:  # The split is fixed (seed 0) so that --seed changes only the training randomness.
         ds = data.load(config.dataset, seed=0, cache=config.cache)
     data.check_dataset(ds, config.batch_size)
-    if config.model == "cnn" or is_user_model(config.model):  # a user's model: channels last
+    if config.model == "cnn":
         return data.to_images(ds)
+    if is_user_model(config.model):  # channels last where the data have a layout, else as given
+        return ds if ds.image_shape is None else data.to_images(ds)
     flat = lambda x: np.reshape(x, (len(x), -1))
     shape = (math.prod(ds.input_shape),)
     return ds._replace(

@@ -17,7 +17,13 @@ from pathlib import Path
 
 __all__ = ["RUN_DEFINING", "RunConfig", "SWEEPABLE"]
 
-from jnn.runs._user_model import absolute_spec, check_user_options, is_user_model, resolve
+from jnn.runs._user_model import (
+    absolute_spec,
+    check_user_options,
+    is_user_model,
+    resolve,
+    stored_options,
+)
 
 DATASETS = ("digits", "mnist1d", "many-classes", "diabetes")
 MODELS = ("mlp", "cnn")
@@ -187,7 +193,7 @@ class RunConfig:
             ),  # (1,): unused by a user model
             lr=_default(self.lr, (_DEFAULT_LR.get(self.optimizer, 3e-3),)),
             dropout=self.dropout
-            if self.dropout is not None
+            if self.dropout is not None or is_user_model(self.model)  # a user's: in its code
             else tuned.get("dropout", (_DEFAULT_DROPOUT.get(self.model, 0.0),)),
             norm=_default(self.norm, tuned.get("norm", "none")),
             input_noise=_default(self.input_noise, tuned.get("input_noise", (0.0,))),
@@ -221,11 +227,9 @@ class RunConfig:
             if name == "task" and self.task is None:  # --data: read off the labels
                 continue
             if getattr(self, name) not in choices:
-                own = " or your own FILE.py:FUNCTION / package.module:FUNCTION"
+                own = " or FILE.py:FUNCTION / package.module:FUNCTION" if name == "model" else ""
                 raise ValueError(
-                    f"--{_flag(name)} must be one of {choices}"
-                    + (own if name == "model" else "")
-                    + f", got {getattr(self, name)!r}"
+                    f"--{_flag(name)} must be one of {choices}{own}, got {getattr(self, name)!r}"
                 )
         _positive_ints(
             self, ("classes", "examples", "kernel_size", "epochs", "batch_size", "ensemble")
@@ -361,7 +365,7 @@ class RunConfig:
         stored = {k: v for k, v in stored.items() if k in known}
         if stored.get("data") is not None:  # older folders stored the unused default dataset
             stored["dataset"] = None
-        return cls.from_options(**stored)
+        return cls.from_options(**stored_options(stored))
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
@@ -393,7 +397,7 @@ class RunConfig:
         return candidate
 
     def _given(self) -> dict:
-        return dataclasses.asdict(self)
+        return stored_options(dataclasses.asdict(self))
 
     def _may_extend(self, candidate) -> bool:
         return candidate.epochs > self.epochs and self.schedule in OPEN_ENDED_SCHEDULES

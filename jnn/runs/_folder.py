@@ -208,12 +208,11 @@ class RunFolder:
         """
         import jnn.plots as plots
 
-        written = {
-            **(drawn if drawn is not None else self.write_history_plots(history)),
-            "activations": plots.activation_histograms(stats, self.path / "activations.png"),
-        }
-        if accuracy:
-            written["accuracy"] = plots.accuracy_curve(history, self.path / "accuracy.png")
+        written = dict(drawn if drawn is not None else self.write_history_plots(history, accuracy))
+        if stats:  # none: the model does not show its layers' outputs (the report says so)
+            written["activations"] = plots.activation_histograms(
+                stats, self.path / "activations.png"
+            )
         first = plots.first_layer(params, self.path / "first_layer.png", image_shape=image_shape)
         if first is not None:
             written["first_layer"] = first
@@ -244,6 +243,9 @@ class RunFolder:
             lines += ["## Plots", ""]
             for key, name in plots.items():
                 lines += [f"### {PLOT_TITLES.get(key, key)}", "", f"![{key}]({name})", ""]
+        if summary.get("activations_note"):  # one line instead of an empty figure
+            level = "###" if plots else "##"
+            lines += [f"{level} {PLOT_TITLES['activations']}", "", summary["activations_note"], ""]
         lines += [
             "## Files",
             "",

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 from jnn.runs import _builders, _events, _overlap, _preprocess, _tasks
 from jnn.runs._config import RunConfig
 from jnn.runs._folder import RunFolder
+from jnn.runs._user_model import is_user_model
 
 __all__ = ["run"]
 
@@ -92,12 +93,19 @@ def mesh_label(mesh) -> str:
     return label + (f" ({jax.process_count()} processes)" if jax.process_count() > 1 else "")
 
 
+def _model_label(config: RunConfig) -> str:
+    """``mlp [128, 64]`` for a built-in model; a user model's spec (``FILE.py:FUNCTION``)."""
+    if is_user_model(config.model):
+        return config.model
+    return f"{config.model} {list(config.widths)}"
+
+
 def _header(config: RunConfig, setup: Setup, folder: RunFolder) -> str:
     ds = setup.ds
     members = f", {config.num_members} members" if config.num_members > 1 else ""
     lr = ",".join(f"{v:g}" for v in config.lr)
     return (
-        f"jnn train: {config.model} {list(config.widths)} on {config.data or config.dataset} "
+        f"jnn train: {_model_label(config)} on {config.data or config.dataset} "
         f"({len(ds.x_train)} train / {len(ds.x_val)} val / {len(ds.x_test)} test, "
         f"{setup.task.describe()}), {config.optimizer} lr {lr} {config.schedule}, "
         f"{config.epochs} epochs of {setup.steps_per_epoch} steps{members} -> {folder.path}"
@@ -241,7 +249,11 @@ def _non_finite_cause(dtype: str) -> str:
 
 
 def run_summary(setup, result, stats, test_accuracy, test_loss, params=None) -> dict:
-    """The summary keys every run has: test figures, epochs, how it ended, diagnostics."""
+    """The summary keys every run has: test figures, epochs, how it ended, diagnostics, and
+    ``activations_note`` (one line) when the model cannot show its layers' outputs."""
+    import jnn.monitor
+
+    note = None if stats else jnn.monitor.activations_note(setup.model)
     return {
         "test_accuracy": test_accuracy,
         "test_loss": test_loss,
@@ -252,6 +264,7 @@ def run_summary(setup, result, stats, test_accuracy, test_loss, params=None) -> 
         "diagnostics": _diagnostics(
             setup, result.history, stats, result.stopped, result.message, params
         ),
+        **({"activations_note": note} if note else {}),
     }
 
 

@@ -2,8 +2,8 @@
 
 ``FUNCTION(input_shape, num_classes)`` returns a Flax linen / NNX / Equinox model or a
 ``jnn.nn`` model (``input_shape`` is one example's shape, channels last: ``(40, 1)`` for
-MNIST-1D, ``(8, 8, 1)`` for digits). The options that shape the built-in models only are
-refused with it.
+MNIST-1D, ``(8, 8, 1)`` for digits, ``(features,)`` for a flat ``.npz``). The options that
+shape the built-in models only are refused with it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ __all__ = [
     "check_user_options",
     "is_user_model",
     "resolve",
+    "stored_options",
 ]
 
 BUILTIN_ONLY = ("widths", "activation", "norm", "dropout", "init", "kernel_size")
@@ -53,6 +54,14 @@ def check_user_options(options: dict) -> None:
             f"{flags} shape the built-in mlp/cnn models only; with --model {options['model']} "
             "the architecture (and its dropout) is your function's: set them there"
         )
+
+
+def stored_options(options: dict) -> dict:
+    """A config's stored options without the built-in-only ones when its model is a user's
+    (their filled-in defaults are unused, and giving them is refused)."""
+    if not is_user_model(options.get("model")):
+        return options
+    return {k: v for k, v in options.items() if k not in BUILTIN_ONLY}
 
 
 def _module(where: str, spec: str):

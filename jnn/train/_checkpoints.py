@@ -94,9 +94,14 @@ def digest(tree) -> str:
 def signature(tree) -> list[str]:
     """``"path shape dtype"`` of every leaf: what a checkpoint must match to be restored."""
     return [
-        f"{jax.tree_util.keystr(path)} {tuple(np.shape(leaf))} {leaf.dtype}"
+        f"{jax.tree_util.keystr(path)} {tuple(np.shape(leaf))} {_dtype_name(leaf)}"
         for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
     ]
+
+
+def _dtype_name(leaf) -> str:
+    """``float32``, ..., or a typed key's ``key<fry>`` (which NumPy cannot name)."""
+    return str(leaf.dtype) if _is_key(leaf) else np.dtype(leaf.dtype).name
 
 
 class ShapeMismatch(CheckpointError):

@@ -257,10 +257,15 @@ def host(tree):
 
     A leaf held by this process alone is copied; a replicated one is read from a local
     copy; one split over several processes is all-gathered (a collective: every process
-    must call this with the same tree, as jnn's loops do).
+    must call this with the same tree, as jnn's loops do). A typed PRNG key (an NNX RNG
+    stream's, in a model state), which NumPy cannot hold, comes back as a key of the same
+    implementation around its gathered key data.
     """
 
     def one(leaf):
+        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            data = one(jax.random.key_data(leaf))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
         if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:
             return np.asarray(jax.device_get(leaf))
         if leaf.is_fully_replicated:
