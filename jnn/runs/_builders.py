@@ -45,7 +45,7 @@ def load_run_data(config: RunConfig):
         ds = data.make_many_classes(config.classes, num_examples=config.examples, seed=0)
     else:  # The split is fixed (seed 0) so that --seed changes only the training randomness.
         ds = data.load(config.dataset, seed=0, cache=config.cache)
-    data.check_dataset(ds, config.batch_size)
+    data.check_dataset(ds, config.batch_size, attributes=config.task == "attributes")
     if config.model == "cnn":
         return data.to_images(ds)
     if is_user_model(config.model):  # channels last where the data have a layout, else as given
