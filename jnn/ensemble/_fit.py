@@ -41,14 +41,10 @@ from jnn.ensemble._members import map_members
 from jnn.ensemble._state import init, member
 from jnn.ensemble._step import member_step
 from jnn.train import _averages, _epoch, _loop, _sharding
-from jnn.train._fit import (
-    _checked_data,
-    _normalized,
-    _take,
-    injected_learning_rate,
-    recorded_learning_rate,
-    resident,
-)
+from jnn.train._feed import checked_data as _checked_data
+from jnn.train._feed import resident
+from jnn.train._feed import take as _take
+from jnn.train._fit import _normalized, injected_learning_rate, recorded_learning_rate
 from jnn.train._state import TrainState, cast_inputs
 
 __all__ = ["EnsembleCarry", "EnsembleFitResult", "fit"]
