@@ -40,7 +40,7 @@ from jnn.ensemble import _evaluate, _hparams
 from jnn.ensemble._members import map_members
 from jnn.ensemble._state import init, member
 from jnn.ensemble._step import member_step
-from jnn.train import _averages, _epoch, _loop, _sharding
+from jnn.train import _averages, _epoch, _feed, _loop, _sharding
 from jnn.train._feed import checked_data as _checked_data
 from jnn.train._feed import resident
 from jnn.train._feed import take as _take
@@ -499,6 +499,11 @@ def fit(
     """
     # One narrated sequence: keys and options, the layout, the initial carry, the data, the
     # compiled mode, then the epoch loop every training mode shares (one argument per line).
+    if not _feed._is_pair(train_data) or (val_data is not None and not _feed._is_pair(val_data)):
+        raise ValueError(
+            "ensemble.fit takes (x, y) arrays (memory-mapped ones are read into memory); "
+            "iterables of batches and Grain datasets are for jnn.train.fit so far."
+        )
     member_keys = as_keys(keys)
     hp = _hparams.as_hyperparams(hyperparams, member_keys.shape[0])
     shuffle = _check_options(shuffle, bootstrap, snapshots, epochs)

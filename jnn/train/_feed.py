@@ -231,20 +231,21 @@ class BatchStream:
         self._template = None
         self.num_examples = None
 
-    def _first(self):
-        it = iter(self.data)
-        try:
-            return next(it)
-        except StopIteration:
-            raise ValueError(f"{self.name}_data yields no batch.") from None
-
     def example(self):
-        """The first batch, checked (it fixes the shape and dtype of every later batch)."""
+        """The first batch, checked (it fixes the shape and dtype of every later batch). A
+        one-shot iterator's first batch is put back in front of it."""
         if self._template is None:
-            x, y = self._checked(self._first(), 0)
+            it = iter(self.data)
+            try:
+                first = next(it)
+            except StopIteration:
+                raise ValueError(f"{self.name}_data yields no batch.") from None
+            if it is self.data:
+                self.data = itertools.chain([first], it)
+            x, y = self._checked(first, 0)
             self._template = (x.shape, x.dtype, y.shape, y.dtype)
-            return x, y
-        return self._first()
+            self._example = (x, y)
+        return self._example
 
     def _checked(self, batch, index: int):
         if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
@@ -269,7 +270,9 @@ class BatchStream:
         if self.steps is not None and self._iterator is not None:
             return self._iterator
         it = iter(self.data)
-        if self.steps is not None and self._iterator is None and it is self.data:
+        if self.steps is not None and self._iterator is None and iter(it) is it and (
+            it is self.data
+        ):
             self._iterator = it
         if state is not None and self.grain:
             it.set_state(_decode_state(state))
@@ -279,8 +282,8 @@ class BatchStream:
         """The epoch's chunks from step ``start``: a Grain iterator is set to ``state``; a
         plain one is iterated from its start and its first ``start`` batches skipped.
         ``check(x, y, index)`` validates each batch (labels, NaN/inf)."""
-        it = self._iterator_for(state)
-        if state is None or not self.grain:
+        base = it = self._iterator_for(state)
+        if (state is None or not self.grain) and start:
             it = itertools.islice(it, start, None)
         step, batch_xs, batch_ys = start, [], []
         while self.steps is None or step < self.steps:
@@ -295,10 +298,10 @@ class BatchStream:
             batch_ys.append(y)
             step += 1
             if len(batch_xs) == size:
-                yield Chunk(np.stack(batch_xs), np.stack(batch_ys), step, self._state(it))
+                yield Chunk(np.stack(batch_xs), np.stack(batch_ys), step, self._state(base))
                 batch_xs, batch_ys = [], []
         if batch_xs:
-            yield Chunk(np.stack(batch_xs), np.stack(batch_ys), step, self._state(it))
+            yield Chunk(np.stack(batch_xs), np.stack(batch_ys), step, self._state(base))
         if step == start == 0:
             raise ValueError(
                 f"{self.name}_data yielded no batch this epoch: a one-shot iterator (a "
@@ -310,8 +313,7 @@ class BatchStream:
     def _state(self, it):
         if not self.grain:
             return None
-        base = getattr(it, "_it", it)  # itertools.islice hides nothing for Grain (not sliced)
-        return _encode_state(base.get_state())
+        return _encode_state(it.get_state())
 
 
 # ----------------------------------------------------------------------------- checks

@@ -1,0 +1,174 @@
+"""Streamed training data (jnn.train._feed / _stream / _within): memory-mapped arrays, iterables
+of batches and Grain datasets, against the resident path and a hand-written make_step loop;
+exact resume from a checkpoint taken inside an epoch; clear errors that lose nothing."""
+
+import os
+
+import chex
+import grain
+import jax
+import numpy as np
+import pytest
+
+from jnn import losses, nn, optim, train
+
+_MODEL = nn.Serial(nn.Dense(16), nn.Relu(), nn.Dense(4))
+_LOSS = losses.softmax_cross_entropy
+_B = 8
+
+
+def _problem(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6)).astype(np.float32)
+    y = (np.argmax(x[:, :4], 1)).astype(np.int32)
+    return x, y
+
+
+def _params_equal(a, b):
+    chex.assert_trees_all_equal(jax.device_get(a), jax.device_get(b))
+
+
+def _batches(x, y):
+    return [(x[i : i + _B], y[i : i + _B]) for i in range(0, len(x) - _B + 1, _B)]
+
+
+@pytest.fixture(scope="module")
+def mapped(tmp_path_factory):
+    x, y = _problem()
+    d = tmp_path_factory.mktemp("mapped")
+    np.save(d / "x.npy", x)
+    np.save(d / "y.npy", y)
+    return np.load(d / "x.npy", mmap_mode="r"), np.load(d / "y.npy", mmap_mode="r")
+
+
+def _fit(data, **kw):
+    options = dict(epochs=2, batch_size=_B, key=jax.random.key(3), progress=False)
+    return train.fit(_MODEL, _LOSS, optim.adam(1e-2), data, **{**options, **kw})
+
+
+def test_memory_mapped_arrays_reach_the_parameters_of_the_same_arrays_in_memory(mapped):
+    x, y = _problem()
+    resident = _fit((x, y), val_data=(x[:20], y[:20]))
+    streamed = _fit(mapped, chunk_steps=5, val_data=mapped)  # chunks across the epoch's end
+    _params_equal(resident.state.params, streamed.state.params)
+    for a, b in zip(resident.history, streamed.history, strict=True):
+        np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-6)
+    assert streamed.history[-1]["step"] == 2 * (96 // _B)
+
+
+def test_arrays_over_the_memory_budget_stream(mapped):
+    x, y = _problem()
+    over = _fit((x, y), memory_budget=x.nbytes + y.nbytes - 1, chunk_steps=4)
+    _params_equal(_fit((x, y)).state.params, over.state.params)
+
+
+def _by_hand(batch_list, epochs, key):
+    """The reference: train.init + make_step, epoch e's step key = split(fold_in(run, e))[1]."""
+    init_key, run_key = jax.random.split(key)
+    state = train.init(_MODEL, optim.adam(1e-2), init_key, (_B, 6))
+    step = train.make_step(_MODEL, _LOSS, optim.adam(1e-2))
+    for e in range(epochs):
+        _, step_key = jax.random.split(jax.random.fold_in(run_key, e))
+        for b in batch_list:
+            state, _ = step(state, b, step_key)
+    return state
+
+
+def test_an_iterable_of_batches_trains_like_a_hand_written_loop():
+    x, y = _problem()
+    batch_list = _batches(x, y)
+    got = _fit(batch_list, batch_size=None, chunk_steps=5)
+    want = _by_hand(batch_list, 2, jax.random.key(3))
+    chex.assert_trees_all_close(got.state.params, want.params, rtol=1e-6, atol=1e-7)
+
+
+def test_steps_per_epoch_bounds_an_endless_iterator():
+    x, y = _problem()
+    batch_list = _batches(x, y)
+
+    def endless():
+        while True:
+            yield from batch_list
+
+    got = _fit(endless(), batch_size=None, steps_per_epoch=4, chunk_steps=3)
+    assert [r["step"] for r in got.history] == [4, 8]
+    want = _by_hand(batch_list[:4], 1, jax.random.key(3))  # epoch 2 continues the iterator
+    init_key, run_key = jax.random.split(jax.random.key(3))
+    step = train.make_step(_MODEL, _LOSS, optim.adam(1e-2))
+    _, k1 = jax.random.split(jax.random.fold_in(run_key, 1))
+    for b in batch_list[4:8]:
+        want, _ = step(want, b, k1)
+    chex.assert_trees_all_close(got.state.params, want.params, rtol=1e-6, atol=1e-7)
+
+
+def _grain(x, y, fail_at=None):
+    """A Grain pipeline of batches; ``fail_at`` raises KeyboardInterrupt once at that batch."""
+    seen = {"n": 0}
+
+    def batch(i):
+        seen["n"] += 1
+        if fail_at is not None and seen["n"] == fail_at:
+            raise KeyboardInterrupt
+        sl = slice(i * _B, (i + 1) * _B)
+        return x[sl], y[sl]
+
+    return grain.MapDataset.range(len(x) // _B).map(batch)
+
+
+def test_a_grain_dataset_trains_like_a_hand_written_loop():
+    x, y = _problem()
+    got = _fit(_grain(x, y), batch_size=None, chunk_steps=4)
+    want = _by_hand(_batches(x, y), 2, jax.random.key(3))
+    chex.assert_trees_all_close(got.state.params, want.params, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("form", ["grain", "mapped"])
+def test_an_interrupt_inside_an_epoch_resumes_from_that_step_bitwise(tmp_path, mapped, form):
+    x, y = _problem()
+    data = {"grain": lambda f=None: _grain(x, y, f), "mapped": lambda f=None: mapped}[form]
+    kw = dict(epochs=3, chunk_steps=2, checkpoint_seconds=0.0)
+    if form == "grain":
+        kw["batch_size"] = None
+    whole = _fit(data(), **kw)
+    if form == "grain":
+        interrupted = data(12 + 7)  # (12 batches an epoch) inside epoch 2
+        with pytest.raises(train.Interrupted):
+            _fit(interrupted, checkpoint_dir=tmp_path, **kw)
+    else:
+
+        def stop(record):  # after epoch 1, then (below) inside epoch 2 by time
+            raise KeyboardInterrupt
+
+        with pytest.raises(train.Interrupted):
+            _fit(data(), checkpoint_dir=tmp_path, on_epoch=stop, **kw)
+    held = sorted(int(p) for p in os.listdir(tmp_path / "within_epoch") if p.isdigit())
+    assert held, "an in-epoch checkpoint was written"
+    resumed = _fit(data(), checkpoint_dir=tmp_path, resume=True, **kw)
+    _params_equal(whole.state.params, resumed.state.params)
+    _params_equal(whole.state.opt_state, resumed.state.opt_state)
+    assert [r["step"] for r in resumed.history] == [12, 24, 36]
+
+
+def test_batches_of_changing_size_are_refused_by_name():
+    x, y = _problem()
+    batch_list = _batches(x, y)
+    batch_list[5] = (x[:3], y[:3])
+    with pytest.raises(ValueError, match="batch 5 has x \\(3, 6\\).*same size"):
+        _fit(batch_list, batch_size=None)
+
+
+def test_labels_out_of_range_in_a_late_batch_stop_with_one_message_and_lose_nothing(tmp_path):
+    x, y = _problem()
+    batch_list = _batches(x, y)
+    bad = batch_list[9][1].copy()
+    bad[2] = 7
+    batch_list[9] = (batch_list[9][0], bad)
+    with pytest.raises(ValueError, match=r"batch 9: labels must be in \[0, 4\); got 7"):
+        _fit(batch_list, batch_size=None, chunk_steps=2, checkpoint_dir=tmp_path)
+    assert os.listdir(tmp_path / "within_epoch"), "the steps trained before it were saved"
+
+
+def test_a_one_shot_generator_without_steps_per_epoch_is_refused():
+    x, y = _problem()
+    with pytest.raises(ValueError, match="one-shot iterator"):
+        _fit(iter(_batches(x, y)), batch_size=None)
