@@ -3,6 +3,7 @@ of batches and Grain datasets, against the resident path and a hand-written make
 exact resume from a checkpoint taken inside an epoch; clear errors that lose nothing."""
 
 import os
+import re
 
 import chex
 import grain
@@ -172,3 +173,61 @@ def test_a_one_shot_generator_without_steps_per_epoch_is_refused():
     x, y = _problem()
     with pytest.raises(ValueError, match="one-shot iterator"):
         _fit(iter(_batches(x, y)), batch_size=None)
+
+
+# ----------------------------------------------------------------------------- jnn train --data DIR
+
+_CLI = ["--epochs", "2", "--widths", "16", "--batch-size", "16", "--lr", "1e-2", "--no-progress",
+        "--no-plots", "--schedule", "constant"]  # fmt: skip
+
+
+def _data_dir(folder, n=400):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n + 100, 6)).astype(np.float32)
+    y = np.argmax(x[:, :3], 1).astype(np.int64)
+    arrays = {"x_train": x[:n], "y_train": y[:n], "x_test": x[n:], "y_test": y[n:]}
+    folder.mkdir()
+    for name, a in arrays.items():
+        np.save(folder / f"{name}.npy", a)
+    np.savez(folder.parent / "same.npz", **arrays)
+    return folder
+
+
+def _cli(*argv):
+    import contextlib
+    import io
+
+    from jnn import cli
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        rc = cli.main(["train", *argv])
+    return rc, printed.getvalue()
+
+
+def test_jnn_train_data_dir_streams_the_files_like_the_same_arrays_in_an_npz(tmp_path):
+    import json
+
+    folder = _data_dir(tmp_path / "data")
+    rc, printed = _cli("--data", str(folder), "--out", str(tmp_path / "dir"), *_CLI)
+    assert rc == 0, printed
+    assert re.search(r"checked 0\.00 GiB of memory-mapped data in \d+\.\d s", printed), printed
+    rc, _ = _cli("--data", str(tmp_path / "same.npz"), "--out", str(tmp_path / "npz"), *_CLI)
+    assert rc == 0
+    read = lambda run, f: (tmp_path / run / f).read_text()
+    streamed, resident = (json.loads(read(r, "summary.json")) for r in ("dir", "npz"))
+    assert streamed["test_loss"] == resident["test_loss"]  # the same parameters
+    for a, b in zip(*(read(r, "metrics.jsonl").splitlines() for r in ("dir", "npz")), strict=True):
+        np.testing.assert_allclose(json.loads(a)["train_loss"], json.loads(b)["train_loss"], 1e-6)
+
+
+def test_jnn_train_data_dir_with_a_missing_file_exits_2_in_one_line_and_creates_nothing(
+    tmp_path, capsys
+):
+    folder = _data_dir(tmp_path / "data")
+    (folder / "y_test.npy").unlink()
+    rc, _ = _cli("--data", str(folder), "--out", str(tmp_path / "run"), *_CLI)
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has no y_test.npy" in err, err
+    assert not (tmp_path / "run").exists()

@@ -88,13 +88,26 @@ class _Clock:
         self._t = now
 
 
+def _holds_checkpoint(directory) -> bool:
+    """Whether ``directory`` holds an epoch checkpoint or an in-epoch one (a run that
+    stopped inside its first epoch resumes from the latter)."""
+    from jnn.train._checkpoints import Checkpoints
+    from jnn.train._within import held_steps
+
+    if not directory.exists():
+        return False
+    ckpt = Checkpoints(directory)
+    try:
+        return bool(ckpt.epochs() or held_steps(directory))
+    finally:
+        ckpt.close()
+
+
 def _prepare_folder(config: RunConfig, resume: bool, overwrite: bool) -> RunFolder:
     folder = RunFolder(config.out)
     folder.check_writable()
     if resume:
-        from jnn.train._checkpoints import Checkpoints
-
-        if not folder.checkpoint_dir.exists() or not Checkpoints(folder.checkpoint_dir).epochs():
+        if not _holds_checkpoint(folder.checkpoint_dir):
             raise ValueError(
                 f"--resume: {str(folder.path)!r} has no checkpoint to resume (the run stopped "
                 "before its first checkpoint was written); start it again with --overwrite"

@@ -270,8 +270,11 @@ class BatchStream:
         if self.steps is not None and self._iterator is not None:
             return self._iterator
         it = iter(self.data)
-        if self.steps is not None and self._iterator is None and iter(it) is it and (
-            it is self.data
+        if (
+            self.steps is not None
+            and self._iterator is None
+            and iter(it) is it
+            and (it is self.data)
         ):
             self._iterator = it
         if state is not None and self.grain:
@@ -320,22 +323,8 @@ class BatchStream:
 
 
 def _checked_chunkwise(x, y, classes, name: str) -> None:
-    """``jnn.data.validate`` over ``x`` in slices of about :data:`CHUNK_BYTES` (a mapped
-    array is read once, never copied whole); ``y`` (one label per example) at once."""
-    n = len(x)
-    rows = max(1, CHUNK_BYTES // max(1, x[:1].nbytes))
-    labels = np.asarray(y)
-    if len(labels) != n:
-        raise ValueError(
-            f"y_{name} must have one entry per example: x_{name} has {n} examples, y_{name} has "
-            f"shape {labels.shape}."
-        )
-    for r0 in range(0, n, rows):
-        r1 = min(n, r0 + rows)
-        try:
-            _data.validate(np.asarray(x[r0:r1]), labels[r0:r1], classes, None, name=name)
-        except ValueError as err:
-            raise ValueError(f"{err} (in rows {r0}..{r1 - 1} of {n})") from None
+    """``jnn.data.validate`` slice by slice (a mapped array is read once, never copied)."""
+    _data.validate_chunkwise(x, y, classes, name=name, chunk_bytes=CHUNK_BYTES)
 
 
 def checked_data(model, state, train_data, val_data, batch_size, patience, budget=None):
