@@ -231,3 +231,53 @@ def test_jnn_train_data_dir_with_a_missing_file_exits_2_in_one_line_and_creates_
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "has no y_test.npy" in err, err
     assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- ensembles
+
+
+def _ensemble_fit(data, **kw):
+    from jnn import ensemble
+
+    keys = jax.random.split(jax.random.key(5), 2)
+    options = dict(epochs=2, batch_size=None, keys=keys, progress=False, chunk_steps=5)
+    return keys, ensemble.fit(_MODEL, _LOSS, optim.adam(1e-2), data, **{**options, **kw})
+
+
+@pytest.mark.parametrize("form", ["iterable", "grain"])
+def test_an_ensemble_over_a_stream_gives_every_member_the_same_batches(form):
+    from jnn import ensemble
+
+    x, y = _problem()
+    data = {"iterable": lambda: _batches(x, y), "grain": lambda: _grain(x, y)}[form]
+    keys, res = _ensemble_fit(data(), val_data=(x[:24], y[:24]))
+    for k in range(2):
+        alone = _fit(data(), batch_size=None, key=keys[k], chunk_steps=5)
+        chex.assert_trees_all_close(
+            ensemble.member(res.state, k).params, alone.state.params, rtol=1e-5, atol=1e-6
+        )
+    assert [r["step"] for r in res.history] == [12, 24]
+    assert res.history[-1]["val_acc"] is not None
+
+
+def test_an_ensemble_over_memory_mapped_arrays_keeps_per_member_order_and_bootstrap(mapped):
+    from jnn import ensemble
+
+    x, y = _problem()
+    kw = dict(batch_size=_B, shuffle="per_member", bootstrap=True)
+    keys, streamed = _ensemble_fit(mapped, **kw)
+    _, resident = _ensemble_fit((x, y), **kw)
+    for k in range(2):
+        chex.assert_trees_all_close(
+            ensemble.member(streamed.state, k).params,
+            ensemble.member(resident.state, k).params,
+            rtol=1e-5,
+            atol=1e-6,
+        )
+
+
+@pytest.mark.parametrize("option", [{"shuffle": "per_member"}, {"bootstrap": True}])
+def test_an_ensemble_over_an_iterable_refuses_per_member_order(option):
+    x, y = _problem()
+    with pytest.raises(ValueError, match="needs indexable \\(x, y\\) arrays"):
+        _ensemble_fit(_batches(x, y), **option)
