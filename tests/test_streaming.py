@@ -281,3 +281,53 @@ def test_an_ensemble_over_an_iterable_refuses_per_member_order(option):
     x, y = _problem()
     with pytest.raises(ValueError, match="needs indexable \\(x, y\\) arrays"):
         _ensemble_fit(_batches(x, y), **option)
+
+
+# ----------------------------------------------------------------------------- a real kill
+
+_SMALL_CHUNKS = 3 * _B * 6 * 4  # CHUNK_BYTES for 3 steps of (8, 6) float32 batches
+
+
+def test_a_run_killed_inside_its_first_epoch_resumes_from_that_step_and_ends_equal(
+    tmp_path, monkeypatch
+):
+    """SIGTERM to the training process itself (``jnn train --data DIR``, 1 epoch of 90 steps
+    in chunks of 3, a checkpoint after every chunk) once an in-epoch checkpoint exists; then
+    ``--resume`` and compare with the same run left alone."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = _data_dir(tmp_path / "data", n=800)  # 720 train rows: 90 steps
+    argv = ["--data", str(folder), *_CLI, "--epochs", "1", "--batch-size", str(_B)]
+    out = tmp_path / "killed"
+    script = (
+        f"import sys, jnn.train._feed as f; f.CHUNK_BYTES = {_SMALL_CHUNKS}; import jnn.cli; "
+        "sys.exit(jnn.cli.main(['train', *sys.argv[1:]]))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, *argv, "--checkpoint-seconds", "0", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    within = out / "checkpoint" / "within_epoch"
+    deadline = time.monotonic() + 120
+    while not (within.is_dir() and any(p.isdigit() for p in os.listdir(within))):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    saved = int(re.search(r"inside epoch 1: saved step (\d+)", err).group(1))
+    assert 0 < saved < 90, err
+
+    monkeypatch.setattr("jnn.train._feed.CHUNK_BYTES", _SMALL_CHUNKS)
+    rc, printed = _cli("--out", str(out), "--resume", "--checkpoint-seconds", "60")
+    assert rc == 0, printed
+    rc, _ = _cli(*argv, "--out", str(tmp_path / "whole"))
+    assert rc == 0
+    read = lambda run: json.loads((tmp_path / run / "summary.json").read_text())
+    assert read("killed")["test_loss"] == read("whole")["test_loss"]
+    steps = [json.loads(r)["step"] for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [90]

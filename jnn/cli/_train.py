@@ -36,6 +36,13 @@ def interrupted_message(err, args) -> str:
     name = getattr(err, "signal_name", "SIGINT")
     if epoch is None:
         return "interrupted"
+    step = getattr(err, "step", None)
+    if saved is not None and step is not None:
+        out = getattr(args, "out", None) or str(saved).rsplit("/checkpoint", 1)[0]
+        return (
+            f"interrupted by {name} inside epoch {epoch + 1}: saved step {step} to {saved}\n"
+            f"resume with: {resume_command(out)}"
+        )
     if saved is None or epoch == 0:
         return f"interrupted by {name} after epoch {epoch}; nothing to save yet"
     out = getattr(args, "out", None) or str(saved).rsplit("/checkpoint", 1)[0]

@@ -52,12 +52,17 @@ class Interrupted(KeyboardInterrupt):
       epoch: the last completed epoch (the one in the checkpoint, when there is one).
       checkpoint_dir: where it was saved, or ``None`` when the run has no checkpoints.
       signal_name: ``"SIGINT"`` or ``"SIGTERM"``.
+      step: with a stream, the global step of the in-epoch checkpoint saved (``None`` when
+        none was).
     """
 
-    def __init__(self, epoch: int, checkpoint_dir, signal_name: str):
+    def __init__(self, epoch: int, checkpoint_dir, signal_name: str, step: int | None = None):
         where = f"; saved epoch {epoch} to {checkpoint_dir}" if checkpoint_dir else ""
+        if step is not None and checkpoint_dir:
+            where = f"; saved step {step} (inside epoch {epoch + 1}) to {checkpoint_dir}"
         super().__init__(f"training interrupted by {signal_name} after epoch {epoch}{where}")
         self.epoch, self.checkpoint_dir, self.signal_name = epoch, checkpoint_dir, signal_name
+        self.step = step
 
 
 class _Terminated(KeyboardInterrupt):
@@ -338,7 +343,11 @@ def run_epochs(
         except KeyboardInterrupt as err:
             if within is not None and within.latest is not None:
                 within.save()  # the last completed chunk: nothing of the epoch is lost
-            raise saver.interrupted(err, checkpoint and checkpoint.directory) from None
+            stopped = saver.interrupted(err, checkpoint and checkpoint.directory)
+            if within is not None and within.saved is not None and within.latest is not None:
+                stopped = Interrupted(stopped.epoch, stopped.checkpoint_dir,
+                                      stopped.signal_name, within.saved)  # fmt: skip
+            raise stopped from None
         finally:
             bar.close()
             if within is not None:
