@@ -230,7 +230,7 @@ def _diagnostics(setup, history, stats, stopped, message):
     return diagnostics
 
 
-def _scale_sample(x, rows: int = 65536):
+def _scale_sample(x, rows: int = 8192):
     """The training inputs, or evenly spaced rows of memory-mapped ones (the input-scale
     diagnosis then reads ``rows`` examples, not the whole file)."""
     import numpy as np
