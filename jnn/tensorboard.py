@@ -344,8 +344,13 @@ class Observed(NamedTuple):
     mode: Any
     observe: Any
 
-    def run_epoch(self, carry, epoch, key):
-        outcome = self.mode.run_epoch(carry, epoch, key)
+    def __getattr__(self, name):  # the rest of the mode protocol (a streamed mode's too)
+        if name in ("mode", "observe") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.mode, name)
+
+    def run_epoch(self, carry, epoch, key, **position):
+        outcome = self.mode.run_epoch(carry, epoch, key, **position)
         if outcome.record is not None:
             self.observe(outcome.record, outcome.carry)
         return outcome

@@ -140,6 +140,8 @@ def single_checks(out: dict) -> None:
     one = fit_single(val=False)
     many = fit_single(mesh=8, loss=recording_loss(seen_fit), val=False)
     out["fit_gap"] = _diff(one.state.params, many.state.params)
+    streamed = fit_single(mesh=8, val=False, memory_budget=0, chunk_steps=3)  # rows per device
+    out["streamed_gap"] = _diff(one.state.params, streamed.state.params)
     out["fit_specs"] = _specs((many.state.params, many.state.opt_state))
     out["epoch_batch_specs"] = {k: list(s.spec) for k, s in seen_fit.items()}
     stepped = step_loop()

@@ -1,6 +1,8 @@
 """jnn.data: splits, standardisation fitted on train only (vs scikit-learn), MNIST-1D's
 original split, minibatch indices and input validation."""
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -121,3 +123,56 @@ def test_validate_errors(x, y, c, b, match):
 def test_validate_accepts_good_data(digits):
     data.validate(digits.x_train, digits.y_train, 10, 32)
     data.validate(digits.x_train, digits.x_train[:, :2], None, 32)  # float targets
+
+
+def _npy_dir(tmp_path, **changes):
+    """A --data folder of .npy files (3 classes, 5 features); ``None`` drops a file."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.normal(size=(60, 5)).astype(np.float32),
+        "y_train": np.arange(60) % 3,
+        "x_test": rng.normal(size=(20, 5)).astype(np.float32),
+        "y_test": np.arange(20) % 3,
+        **changes,
+    }
+    for name, a in arrays.items():
+        if a is not None:
+            np.save(tmp_path / f"{name}.npy", a)
+    return tmp_path
+
+
+def test_load_npy_dir_maps_the_files_and_matches_load_npz(tmp_path):
+    folder = _npy_dir(tmp_path)
+    ds = data.load_npy_dir(folder)
+    assert isinstance(ds.x_train, np.memmap) and isinstance(ds.x_val, np.memmap)
+    arrays = {k: np.load(folder / f"{k}.npy") for k in ("x_train", "y_train", "x_test", "y_test")}
+    np.savez(tmp_path / "same.npz", **arrays)
+    ref = data.load_npz(tmp_path / "same.npz")
+    for name, a in ref.arrays().items():
+        np.testing.assert_array_equal(np.asarray(getattr(ds, name)), a)
+    assert (ds.num_classes, ds.input_shape) == (ref.num_classes, ref.input_shape)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"x_test": None}, "has no x_test.npy"),
+        ({"x_val": np.zeros((4, 5), np.float32)}, "has x_val.npy but no y_val.npy"),
+        ({"y_train": np.arange(50) % 3}, "x_train.npy has shape (60, 5) but y_train.npy"),
+        ({"y_test": np.full(20, 3)}, "labels must be in [0, 3)"),
+    ],
+)
+def test_load_npy_dir_names_the_problem(tmp_path, changes, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        data.load_npy_dir(_npy_dir(tmp_path, **changes))
+
+
+def test_validate_chunkwise_names_a_bad_value_in_a_late_slice(tmp_path):
+    x = np.zeros((1000, 4), np.float32)
+    x[917, 1] = np.inf
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    y = np.zeros(1000, np.int32)
+    with pytest.raises(ValueError, match=r"NaN or inf .* \(in rows 896..959 of 1000\)"):
+        data.validate_chunkwise(mapped, y, 2, chunk_bytes=64 * 16)  # slices of 64 rows
+    data.validate_chunkwise(mapped[:917], y[:917], 2, chunk_bytes=64 * 16)  # just before it

@@ -90,6 +90,7 @@ def eight(tmp_path_factory):
 def test_data_parallel_fit_and_step_match_one_device(eight):
     assert eight["devices"] == 8
     assert eight["fit_gap"] < TOL  # fit over 8 devices vs 1: same seed, same global batch
+    assert eight["streamed_gap"] < TOL  # streamed arrays, each device's rows read for it
     assert eight["step_gap"] < TOL  # 3 make_step calls of a BatchNorm MLP
     assert eight["fsdp_gap"] < TOL  # the same with params and momentum split on "data"
 

@@ -101,11 +101,13 @@ def _data_and_model(p, examples=True):
     )
     g.add_argument(
         "--data",
-        metavar="FILE.npz",
+        metavar="FILE.npz|DIR",
         default=S,
         help="your own data instead of --dataset: arrays x_train, y_train, x_test, y_test "
         "(optional x_val with y_val, and num_classes; without x_val the last 10%% of the "
-        "training arrays validate); integer labels in [0, num_classes)",
+        "training arrays validate); integer labels in [0, num_classes). A folder DIR holds "
+        "them as x_train.npy, y_train.npy, ... : memory-mapped and streamed (for data that "
+        "do not fit in memory)",
     )
     g.add_argument(
         "--classes",

@@ -7,7 +7,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["check_class_labels", "check_dataset", "infer_num_classes", "validate"]
+__all__ = [
+    "check_class_labels",
+    "check_dataset",
+    "infer_num_classes",
+    "validate",
+    "validate_chunkwise",
+]
+
+CHUNK_BYTES = 64 << 20
+"""A chunkwise check reads about this many bytes of inputs at a time."""
 
 
 def _is_float(dtype) -> bool:
@@ -79,6 +88,33 @@ def validate(
             f"batch_size must be in [1, {x.shape[0]}] (the number of {name} examples), got "
             f"{batch_size}."
         )
+
+
+def validate_chunkwise(
+    x, y, num_classes: int | None = None, *, name: str = "train", chunk_bytes: int = CHUNK_BYTES
+) -> None:
+    """:func:`validate` over ``x`` in slices of about ``chunk_bytes`` (a memory-mapped array is
+    read once, slice by slice, never copied whole); ``y`` (one label per example) at once.
+
+    Raises:
+      ValueError: as :func:`validate`, naming the rows of the slice where the problem is.
+    """
+    n = len(x)
+    rows = max(1, chunk_bytes // max(1, x[:1].nbytes))
+    labels = np.asarray(y)
+    if labels.ndim < 1 or len(labels) != n:
+        raise ValueError(
+            f"y_{name} must have one entry per example: x_{name} has {n} examples, y_{name} has "
+            f"shape {labels.shape}."
+        )
+    if n == 0:
+        validate(np.asarray(x), labels, num_classes, name=name)
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
+        try:
+            validate(np.asarray(x[r0:r1]), labels[r0:r1], num_classes, name=name)
+        except ValueError as err:
+            raise ValueError(f"{err} (in rows {r0}..{r1 - 1} of {n})") from None
 
 
 def infer_num_classes(y_train, num_classes: int | None = None) -> int:
@@ -155,7 +191,8 @@ def check_class_labels(y, name: str, *, attributes: bool = False) -> None:
 
 
 def check_dataset(ds, batch_size: int | None = None, *, attributes: bool = False) -> None:
-    """Checks all three splits of a :class:`Dataset` and that they agree.
+    """Checks all three splits of a :class:`Dataset` and that they agree; memory-mapped
+    inputs are checked slice by slice (:func:`validate_chunkwise`).
 
     Raises:
       ValueError: a bad split (see :func:`validate`), feature shapes that differ between the
@@ -164,6 +201,15 @@ def check_dataset(ds, batch_size: int | None = None, *, attributes: bool = False
     for part in ("train", "val", "test"):
         x, y = getattr(ds, f"x_{part}"), getattr(ds, f"y_{part}")
         check_class_labels(y, f"y_{part}", attributes=attributes)
+        if isinstance(x, np.memmap):  # checked slice by slice, never copied whole
+            validate_chunkwise(x, y, ds.num_classes, name=part)
+            x = x[:1]  # the batch-size check below needs only the count
+            if batch_size is not None and part == "train" and not 1 <= batch_size <= len(y):
+                raise ValueError(
+                    f"batch_size must be in [1, {len(y)}] (the number of train examples), got "
+                    f"{batch_size}."
+                )
+            continue
         validate(x, y, ds.num_classes, batch_size if part == "train" else None, name=part)
     shapes = [np.shape(getattr(ds, f"x_{p}"))[1:] for p in ("train", "val", "test")]
     if len(set(shapes)) != 1:

@@ -42,15 +42,10 @@ from jnn.ensemble import _evaluate, _hparams
 from jnn.ensemble._members import map_members
 from jnn.ensemble._state import init, member
 from jnn.ensemble._step import member_step
-from jnn.train import _averages, _epoch, _loop, _sharding
-from jnn.train._fit import (
-    _checked_data,
-    _normalized,
-    _take,
-    injected_learning_rate,
-    recorded_learning_rate,
-    resident,
-)
+from jnn.train import _averages, _epoch, _feed, _loop, _sharding
+from jnn.train._feed import resident
+from jnn.train._feed import take as _take
+from jnn.train._fit import _normalized, injected_learning_rate, recorded_learning_rate
 from jnn.train._state import TrainState, cast_inputs
 
 __all__ = ["EnsembleCarry", "EnsembleFitResult", "fit"]
@@ -162,10 +157,9 @@ def _validate(model, loss, chunk):
     return run
 
 
-@_memo.cached
-def _program(
-    model, loss, optimizer, options, n, batch_size, shuffle, guard, chunk, has_val, layout=None
-):
+def _member_steps(model, loss, optimizer, options, shuffle, guard, chunk):
+    """``steps_for(extra)``: the plain and monitored steps of the K members, vmapped (a
+    shared batch, or one ``(K, B)`` batch per member), with ``extra["hp"]``."""
     options = dict(options)
     batch_axis = None if shuffle == "shared" else 0
 
@@ -185,6 +179,14 @@ def _program(
             lambda c, b, k: plain(c, b, k, hp), lambda c, b, k: monitored(c, b, k, hp), finite
         )
 
+    return steps_for
+
+
+@_memo.cached
+def _program(
+    model, loss, optimizer, options, n, batch_size, shuffle, guard, chunk, has_val, layout=None
+):
+    steps_for = _member_steps(model, loss, optimizer, options, shuffle, guard, chunk)
     return _epoch.build_epoch(
         steps_for,
         _draw(n, batch_size, shuffle),
@@ -472,6 +474,9 @@ def fit(
     mesh=None,
     fsdp: bool = False,
     tensorboard_dir=None,
+    steps_per_epoch: int | None = None,
+    memory_budget: int | None = _feed.DEFAULT_MEMORY_BUDGET,
+    chunk_steps: int | None = None,
 ) -> EnsembleFitResult:
     """Trains ``K`` members in one compiled program per epoch (see the module docstring).
 
@@ -505,17 +510,29 @@ def fit(
       tensorboard_dir: TensorBoard event files as for ``jnn.train.fit``: the ensemble's
         series there, each member's series, histograms and hyperparameters in its
         sub-folder (``jnn.tensorboard.member_dir``).
+      steps_per_epoch, memory_budget, chunk_steps: as for ``jnn.train.fit``: ``train_data``
+        (and ``val_data``) may be memory-mapped or large arrays (streamed in chunks), an
+        iterable of ``(x, y)`` batches or a Grain dataset (see ``jnn.ensemble._streamed``):
+        every member sees the same batches of an iterable; ``per_member`` order and
+        ``bootstrap`` need indexable arrays (memory-mapped ones included). With ``ema`` on
+        streamed arrays, BatchNorm statistics are recomputed on 4096 evenly spaced rows.
 
     Returns:
       :class:`EnsembleFitResult`.
     """
     # One narrated sequence: keys and options, the layout, the initial carry, the data, the
     # compiled mode, then the epoch loop every training mode shares (one argument per line).
+    from jnn.ensemble import _streamed  # the streamed mode builds on this module's pieces
+
     member_keys = as_keys(keys)
     model = as_model(model)
     hp = _hparams.as_hyperparams(hyperparams, member_keys.shape[0])
     _hparams.check_model_hyperparams(model, hp)
     shuffle = _check_options(shuffle, bootstrap, snapshots, epochs)
+    stream, shape, batch_size = _feed.open_train(
+        train_data, batch_size, memory_budget, steps_per_epoch
+    )
+    _streamed.check_stream(stream, shuffle, bootstrap, ema)
     layout = _sharding.as_layout(
         mesh, fsdp=fsdp, members=True, per_member_batch=shuffle == "per_member"
     )
@@ -523,39 +540,47 @@ def fit(
         layout.check(batch_size, member_keys.shape[0])
     init_keys, run_keys = jax.vmap(lambda key: tuple(jax.random.split(key)))(member_keys)
     optimizer = _with_ema(optimizer, ema)
-    shape = (batch_size, *np.shape(train_data[0])[1:])
     carry = _initial_carry(model, optimizer, init_keys, shape, dtype, hp, snapshots, state, layout)
     _hparams.check_objective_hyperparams(carry.state.params, hp)
-    (x, y), val_data = _checked_data(
-        model, member(carry.state, 0), train_data, val_data, batch_size, patience
-    )
+    data = _feed.checked_run_data(
+        model, member(carry.state, 0), train_data, stream, val_data, batch_size, patience,
+        memory_budget,
+    )  # fmt: skip
+    n = stream.num_examples if stream is not None else len(data.train[0])
     ingredients = _Ingredients(
         model,
         loss,
         optimizer,
         _normalized(step_options),
-        len(x),
+        n,
         batch_size,
         shuffle,
         member_chunk,
-        val_data is not None,
+        data.val is not None,
         layout,
     )
     put = lambda pair: resident(pair, carry.state.params, layout)
-    mode = _Ensemble(
+    args = (
         ingredients,
-        put((x, y)),
-        put(val_data) if val_data else None,
+        put(data.train) if stream is None else None,
+        put(data.val) if data.val is not None else None,
         run_keys,
-        _extra(hp, bootstrap, init_keys, len(x)),
+        _extra(hp, bootstrap, init_keys, n),
         _per_member(learning_rate, member_keys.shape[0], hp),
         snapshots,
         epochs,
     )
+    if stream is None and data.val_stream is None:
+        mode = _Ensemble(*args)
+    else:
+        if stream is None:  # resident training data, streamed validation: chunks of the epoch
+            stream = _feed.ArrayStream(*data.train)
+            data = data._replace(stream=stream)
+        mode = _streamed.streamed_mode(args, data, ingredients, shape, chunk_steps)
     epoch_log = _tensorboard.open_log(
         tensorboard_dir,
         model,
-        (val_data or (x, y))[0],
+        _feed.input_sample(data),
         members=member_keys.shape[0],
         member_hparams=_member_hparams(hp, member_keys.shape[0]),
     )
@@ -576,7 +601,10 @@ def fit(
     finally:
         if epoch_log is not None:
             epoch_log.close()
-    return _result(model, result, mode.timings, hp, ema, x)
+    x_ema = data.train[0] if data.train is not None else None
+    if ema is not None and x_ema is None:
+        x_ema = _streamed.ema_sample(stream)
+    return _result(model, result, mode.timings, hp, ema, x_ema)
 
 
 def _member_hparams(hp, k) -> list[dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 from jnn.runs._config import RunConfig
 from jnn.runs._user_model import build_user_model, is_user_model
@@ -30,7 +31,9 @@ ACTIVATION_LAYERS = {
 
 def load_run_data(config: RunConfig):
     """The run's :class:`jnn.data.Dataset`, checked, shaped for its model (flat for the MLP,
-    ``image_shape`` for the CNN).
+    ``image_shape`` for the CNN). ``--data`` names an ``.npz`` file or a folder of ``.npy``
+    files (``jnn.data.load_npy_dir``: memory-mapped, checked slice by slice, and reshaped
+    as views of the files, so nothing is read whole).
 
     Raises:
       ValueError: unreadable or inconsistent data, or a shape the model cannot take.
@@ -39,7 +42,9 @@ def load_run_data(config: RunConfig):
 
     import jnn.data as data
 
-    if config.data:
+    if config.data and os.path.isdir(config.data):  # .npy files, memory-mapped and streamed
+        ds = data.load_npy_dir(config.data, check=False)
+    elif config.data:
         ds = data.load_npz(config.data, attributes=config.task == "attributes")
     elif config.dataset == "many-classes":
         ds = data.make_many_classes(config.classes, num_examples=config.examples, seed=0)

@@ -95,10 +95,12 @@ class RunFolder:
         return config.exists() and not _is_run_config(config)
 
     def has_checkpoint(self) -> bool:
-        """Whether ``checkpoint/`` holds a checkpoint of a completed epoch."""
-        from jnn.runs._interrupts import newest_checkpoint
+        """Whether ``checkpoint/`` holds a checkpoint of a completed epoch, or one taken inside
+        an epoch (a run that stopped inside its first epoch resumes from it)."""
+        from jnn.runs._interrupts import newest_checkpoint, newest_within_step
 
-        return newest_checkpoint(self.checkpoint_dir) is not None
+        found = newest_checkpoint(self.checkpoint_dir), newest_within_step(self.checkpoint_dir)
+        return found != (None, None)
 
     def check_writable(self) -> None:
         """Raises ``OSError`` unless the folder (or its nearest existing parent) is writable;

@@ -28,6 +28,26 @@ def newest_checkpoint(checkpoint_dir) -> int | None:
     return max(epochs, default=None)
 
 
+def newest_within_step(checkpoint_dir) -> int | None:
+    """The newest in-epoch checkpoint's global step (``checkpoint/within_epoch/<step>``, see
+    ``jnn.train._within``), or ``None``."""
+    path = Path(checkpoint_dir) / "within_epoch"
+    if not path.is_dir():
+        return None
+    steps = [int(p.name) for p in path.iterdir() if p.name.isdigit() and p.is_dir()]
+    return max(steps, default=None)
+
+
+def _newer_within(checkpoint_dir, epoch, step) -> bool:
+    """Whether the in-epoch checkpoint ``step`` was written after the epoch one."""
+    if step is None:
+        return False
+    if epoch is None:
+        return True
+    path = Path(checkpoint_dir)
+    return (path / "within_epoch" / str(step)).stat().st_mtime > (path / str(epoch)).stat().st_mtime
+
+
 def startup(signal_name: str) -> str:
     return f"interrupted by {signal_name} during start-up; nothing to save"
 
@@ -38,6 +58,12 @@ def describe(folder, out, created: bool):
 
     def message(signal_name: str) -> str:
         epoch = newest_checkpoint(folder.checkpoint_dir)
+        step = newest_within_step(folder.checkpoint_dir)
+        if _newer_within(folder.checkpoint_dir, epoch, step):
+            return (
+                f"interrupted by {signal_name} inside an epoch: saved step {step} to "
+                f"{folder.checkpoint_dir}\nresume with: {resume_command(out)}"
+            )
         if epoch is not None:
             return (
                 f"interrupted by {signal_name}; epoch {epoch} is saved in {folder.checkpoint_dir}"

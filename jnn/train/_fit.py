@@ -17,8 +17,10 @@ from jnn import data as _data
 from jnn import tensorboard as _tensorboard
 from jnn._foreign import as_model
 from jnn._keys import as_key
-from jnn.train import _epoch, _evaluate, _loop, _sharding, _sparse
-from jnn.train._state import TrainState, cast_inputs, init
+from jnn.train import _epoch, _evaluate, _feed, _loop, _sharding, _sparse, _stream
+from jnn.train._feed import resident
+from jnn.train._feed import take as _take
+from jnn.train._state import TrainState, init
 from jnn.train._step import make_step
 
 __all__ = ["FitResult", "fit"]
@@ -79,11 +81,6 @@ def _draw_shared(num_examples, batch_size):
     return lambda key, _extra: _data.batch_indices(key, num_examples, batch_size)
 
 
-def _take(data, idx):
-    x, y = data
-    return jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0)
-
-
 def _normalized(step_options) -> tuple:
     """``step_options`` as a hashable, sorted tuple (a ``sparse_head`` dict included)."""
     items = dict(step_options or {})
@@ -116,19 +113,42 @@ def _initial_state(model, optimizer, key, input_shape, dtype, options: tuple):
     )
 
 
+def _step_fns(model, loss, optimizer, options, guard) -> _epoch.StepFns:
+    """The plain and monitored steps of one model, lifted to the epoch's carry."""
+    plain = _plain_step(model, loss, optimizer, options, monitor=False)
+    monitored = _plain_step(model, loss, optimizer, options, monitor=True)
+    return _epoch.StepFns(
+        _epoch.carry_step(plain, guard),
+        _epoch.carry_step(monitored, guard),
+        lambda s: _epoch.all_finite((s.params, s.model_state)),
+    )
+
+
+@_memo.cached
+def _chunk_program(model, loss, optimizer, options, guard, layout=None):
+    """The jitted chunk of a streamed epoch of one model (see ``_stream.build_chunk``)."""
+    steps = _step_fns(model, loss, optimizer, options, guard)
+    return _stream.build_chunk(lambda _: steps, layout)
+
+
+@_memo.cached
+def _validation_program(model, loss):
+    """The jitted ``(carry, (x, y), extra) -> (mean loss, accuracy)`` of a streamed
+    validation set's pieces."""
+    return jax.jit(
+        lambda c, v, _: _evaluate.mean_loss_and_accuracy(
+            model, loss, c[0].params, c[0].model_state, *v, _evaluate.eval_chunk(len(v[0]))
+        )
+    )
+
+
 @_memo.cached
 def _epoch_program(
     model, loss, optimizer, options, num_examples, batch_size, guard, chunk, layout=None
 ):
     """The jitted epoch of one model (see ``_epoch.build_epoch``), reused across ``fit`` calls
     with the same ingredients (the mesh layout included)."""
-    plain = _plain_step(model, loss, optimizer, options, monitor=False)
-    monitored = _plain_step(model, loss, optimizer, options, monitor=True)
-    steps = _epoch.StepFns(
-        _epoch.carry_step(plain, guard),
-        _epoch.carry_step(monitored, guard),
-        lambda s: _epoch.all_finite((s.params, s.model_state)),
-    )
+    steps = _step_fns(model, loss, optimizer, options, guard)
     validate = None
     if chunk:
         validate = lambda carry, val, _: _evaluate.mean_loss_and_accuracy(
@@ -159,9 +179,19 @@ class _SingleModel:
             self.timings["compile"] += time.perf_counter() - t0
         return self._fast(*args)
 
+    val_stream = None
+
+    def validated(self, state, val):
+        """``val``, or the metrics of a streamed validation set (computed after the epoch)."""
+        if self.val_stream is None:
+            return val
+        program = _validation_program(*self.ingredients[:2])
+        return _stream.evaluate_stream(program, self.val_stream, (state,), ())
+
     def run_epoch(self, state, epoch, key):
         t0, compiling = time.perf_counter(), self.timings["compile"]
         (new, _), summary, val = self._run(False, state, key)
+        val = self.validated(new, val)
         if not bool(summary["finite"]):
             (last_finite, bad), _, _ = self._run(True, state, key)
             return _loop.EpochOutcome(
@@ -195,36 +225,114 @@ class _SingleModel:
         return record["val_acc"]
 
 
+class _StreamedModel(_SingleModel):
+    """One model trained on a stream: each epoch runs chunk by chunk (``_stream``)."""
+
+    streams = True
+
+    def __init__(self, ingredients, feed, val_data, val_stream, learning_rate, steps):
+        super().__init__(ingredients, None, val_data, learning_rate)
+        self.feed, self.val_stream, self.steps_per_epoch = feed, val_stream, steps
+
+    def _chunk(self, guard, carry, chunk, step_key, last):
+        model, loss, optimizer, options = self.ingredients[:4]
+        program = _chunk_program(model, loss, optimizer, options, guard, self.ingredients[8])
+        return program(carry, chunk.xs, chunk.ys, step_key, (), last=last)
+
+    def run_epoch(self, state, epoch, key, position=None, between=None):
+        t0 = time.perf_counter()
+        order_key, step_key = jax.random.split(key)
+        idx = self.feed.steps(order_key, ())
+        carry, position = (state, jnp.asarray(-1, jnp.int32)), dict(position or {})
+        try:
+            for chunk, last in _stream.placed_chunks(self.feed.chunks(idx, position)):
+                new, out = self._chunk(False, carry, chunk, step_key, last)
+                out = _sharding.host(out)
+                if not bool(out["finite"]):
+                    (kept, bad), _ = self._chunk(True, carry, chunk, step_key, last)
+                    message = _nan_message(int(bad), epoch, int(kept.step))
+                    return _loop.EpochOutcome(kept, None, "non_finite", message)
+                carry, summary = new, out
+                position = _position(position, chunk, out, int(new[0].step), self.feed)
+                if between is not None and not last:
+                    between(new[0], position)
+        except ValueError:
+            if between is not None and position.get("step"):
+                between(carry[0], position, force=True)  # what was trained is kept
+            raise
+        sums = position["sums"]
+        summary = {
+            "loss": np.asarray(sums["loss"]) / sums["steps"],
+            "accuracy": np.asarray(sums["accuracy"]) / sums["steps"],
+            "grad_norm": summary["grad_norm"],
+            "update_ratio": summary["update_ratio"],
+        }
+        val = None
+        if self.val_data is not None:
+            val = _evaluate.evaluation_program(
+                self.ingredients[0], self.ingredients[1], self.ingredients[7]
+            )(carry[0].params, carry[0].model_state, *self.val_data)
+        record = self.record(epoch, carry[0], floats(summary), self.validated(carry[0], val))
+        record["seconds"] = time.perf_counter() - t0
+        self.timings["train"] += record["seconds"]
+        return _loop.EpochOutcome(carry[0], record, position=_next_epoch(position, self.feed))
+
+
+def _position(before: dict, chunk, out, global_step: int, feed) -> dict:
+    """Where the epoch stands after ``chunk``: its step, the running sums of its metrics, the
+    source's state and the global step (JSON-able, saved with in-epoch checkpoints)."""
+    return {
+        "step": chunk.end,
+        "sums": _stream.sums_of(before if before.get("step") else None, out, len(chunk.ys)),
+        "source": chunk.state,
+        "global_step": global_step,
+        "rewind": feed.stream.rewindable,
+    }
+
+
+def _next_epoch(position: dict, feed) -> dict | None:
+    """The position at the next epoch's start: a continuing source's state, else none."""
+    if feed.stream.indexable or feed.stream.steps is None or not feed.stream.grain:
+        return None
+    return {"step": 0, "source": position.get("source")}
+
+
+def _mode(model, loss, optimizer, options, batch_size, layout, data, state, learning_rate):
+    """The resident mode (data on the device) or the streamed one (``feed`` set after)."""
+    put = lambda pair: resident(pair, state.params, layout)
+    val = put(data.val) if data.val is not None else None
+    chunk = _evaluate.eval_chunk(len(data.val[0])) if data.val is not None else 0
+    if data.stream is None:
+        n = len(data.train[0])
+        ingredients = (model, loss, optimizer, options, n, batch_size, False, chunk, layout)
+        mode = _SingleModel(ingredients, put(data.train), val, learning_rate)
+        mode.val_stream = data.val_stream
+        return mode
+    steps = getattr(data.stream, "steps", None)
+    if data.stream.indexable:
+        steps = data.stream.num_examples // batch_size
+    ingredients = (model, loss, optimizer, options, None, batch_size, False, chunk, layout)
+    return _StreamedModel(ingredients, None, val, data.val_stream, learning_rate, steps)
+
+
+def _arrays_draw(stream, batch_size):
+    """The jitted permutation of a streamed array epoch (the resident epoch's draw)."""
+    if not stream.indexable:
+        return None
+    return jax.jit(_draw_shared(stream.num_examples, batch_size))
+
+
+def _batch_bytes(input_shape, stream) -> int:
+    x, _ = stream.example()
+    return int(np.prod(input_shape)) * np.dtype(x.dtype).itemsize
+
+
 def _nan_message(bad: int, epoch: int, kept_step: int) -> str:
     where = f"at step {bad}" if bad >= 0 else "in the epoch's summary (no single step)"
     return (
         f"non-finite loss or parameters {where} (epoch {epoch + 1}); stopped, keeping the "
         f"last finite state (step {kept_step})"
     )
-
-
-def num_classes_of(model, state, x_shape, x_dtype, y):
-    """The number of classes the model's outputs score, or ``None`` (regression, multi-label)."""
-    if not np.issubdtype(np.asarray(y).dtype, np.integer):
-        return None
-    out = jax.eval_shape(
-        lambda p, s, xx: model.apply(p, s, cast_inputs(xx, p), train=False)[0],
-        state.params,
-        state.model_state,
-        jax.ShapeDtypeStruct((1, *x_shape[1:]), x_dtype),
-    )
-    if hasattr(out, "num_classes"):
-        return int(out.num_classes)
-    shape = getattr(out, "shape", None)
-    return int(shape[-1]) if shape is not None and len(shape) == np.ndim(y) + 1 else None
-
-
-def resident(pair, params, layout=None):
-    """``(x, y)`` on the device(s) for the whole run: ``x`` cast to the params' dtype; with a
-    mesh layout, replicated on every device of it."""
-    x, y = pair
-    placed = (jax.device_put(cast_inputs(jnp.asarray(x), params)), jax.device_put(y))
-    return placed if layout is None else layout.resident(placed)
 
 
 def _check_fit_options(epochs, patience, val_data, checkpoint_every, checkpoint_seconds):
@@ -236,22 +344,6 @@ def _check_fit_options(epochs, patience, val_data, checkpoint_every, checkpoint_
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}.")
     if not checkpoint_seconds >= 0:
         raise ValueError(f"checkpoint_seconds must be >= 0, got {checkpoint_seconds}.")
-
-
-def _checked_data(model, state, train_data, val_data, batch_size, patience):
-    """Validates the data against the model before any training; returns host arrays."""
-    x, y = (np.asarray(a) for a in train_data)
-    classes = num_classes_of(model, state, x.shape, x.dtype, y)
-    _data.validate(x, y, classes, batch_size)
-    if patience is not None and classes is None:
-        raise ValueError(
-            "patience (early stopping on validation accuracy) needs integer class labels and "
-            "a model with one output per class."
-        )
-    if val_data is not None:
-        val_data = tuple(np.asarray(a) for a in val_data)
-        _data.validate(*val_data, classes, None, name="val")
-    return (x, y), val_data
 
 
 def fit(
@@ -279,6 +371,9 @@ def fit(
     mesh=None,
     fsdp: bool = False,
     tensorboard_dir=None,
+    steps_per_epoch: int | None = None,
+    memory_budget: int | None = _feed.DEFAULT_MEMORY_BUDGET,
+    chunk_steps: int | None = None,
 ) -> FitResult:
     """Trains for ``epochs`` epochs of shuffled minibatches; validates after each epoch.
 
@@ -354,26 +449,31 @@ def fit(
     _check_fit_options(epochs, patience, val_data, checkpoint_every, checkpoint_seconds)
     model = as_model(model)
     layout = _sharding.as_layout(mesh, fsdp=fsdp)
+    init_key, run_key = jax.random.split(as_key(key))
+    stream, input_shape, batch_size = _feed.open_train(
+        train_data, batch_size, memory_budget, steps_per_epoch
+    )
     if layout is not None:
         layout.check(batch_size)
-    init_key, run_key = jax.random.split(as_key(key))
-    x_shape = np.shape(train_data[0])
     options = _normalized(step_options)
     if state is None:
-        state = _initial_state(
-            model, optimizer, init_key, (batch_size, *x_shape[1:]), dtype, options
-        )
-    (x, y), val_data = _checked_data(model, state, train_data, val_data, batch_size, patience)
+        state = _initial_state(model, optimizer, init_key, input_shape, dtype, options)
+    data = _feed.checked_run_data(
+        model, state, train_data, stream, val_data, batch_size, patience, memory_budget
+    )
     if layout is not None:
         state = layout.put(state, layout.state(state))
-    put = lambda pair: resident(pair, state.params, layout)
-    chunk = _evaluate.eval_chunk(len(val_data[0])) if val_data is not None else 0
-    ingredients = (model, loss, optimizer, options, len(x), batch_size, False, chunk, layout)
-    mode = _SingleModel(
-        ingredients, put((x, y)), put(val_data) if val_data else None, learning_rate
-    )
+    mode = _mode(model, loss, optimizer, options, batch_size, layout, data, state, learning_rate)
+    if stream is not None:
+        mode.feed = _stream.Feed(
+            stream,
+            _arrays_draw(stream, batch_size),
+            _feed.chunk_steps(_batch_bytes(input_shape, stream), mode.steps_per_epoch, chunk_steps),
+            data.check,
+            layout,
+        )
     policy = _loop.CheckpointPolicy.of(checkpoint_dir, checkpoint_every, checkpoint_seconds, resume)
-    epoch_log = _tensorboard.open_log(tensorboard_dir, model, (val_data or (x, y))[0])
+    epoch_log = _tensorboard.open_log(tensorboard_dir, model, _feed.input_sample(data))
     try:
         result = _loop.run_epochs(
             _tensorboard.watched(mode, epoch_log, lambda s: (s.params, s.model_state)),

@@ -29,6 +29,7 @@ import jax
 import numpy as np
 
 from jnn import _signals
+from jnn.train import _within
 from jnn.train._checkpoints import Checkpoints
 
 __all__ = [
@@ -51,12 +52,17 @@ class Interrupted(KeyboardInterrupt):
       epoch: the last completed epoch (the one in the checkpoint, when there is one).
       checkpoint_dir: where it was saved, or ``None`` when the run has no checkpoints.
       signal_name: ``"SIGINT"`` or ``"SIGTERM"``.
+      step: with a stream, the global step of the in-epoch checkpoint saved (``None`` when
+        none was).
     """
 
-    def __init__(self, epoch: int, checkpoint_dir, signal_name: str):
+    def __init__(self, epoch: int, checkpoint_dir, signal_name: str, step: int | None = None):
         where = f"; saved epoch {epoch} to {checkpoint_dir}" if checkpoint_dir else ""
+        if step is not None and checkpoint_dir:
+            where = f"; saved step {step} (inside epoch {epoch + 1}) to {checkpoint_dir}"
         super().__init__(f"training interrupted by {signal_name} after epoch {epoch}{where}")
         self.epoch, self.checkpoint_dir, self.signal_name = epoch, checkpoint_dir, signal_name
+        self.step = step
 
 
 class EpochOutcome(NamedTuple):
@@ -67,12 +73,15 @@ class EpochOutcome(NamedTuple):
       record: the epoch's JSON-able record (``epoch``, ``step``, losses, accuracies, ...).
       halt: ``None`` to go on, or ``"non_finite"`` to stop (the record is then not kept).
       message: the reason in words, when halting.
+      position: a streamed mode's position after the epoch (a continuing source's state),
+        kept in ``LoopMeta.position`` for the next epoch; ``None`` for resident modes.
     """
 
     carry: Any
     record: dict | None
     halt: str | None = None
     message: str | None = None
+    position: dict | None = None
 
 
 class LoopMeta(NamedTuple):
@@ -84,6 +93,7 @@ class LoopMeta(NamedTuple):
     since_best: int = 0
     stopped: str | None = None
     message: str | None = None
+    position: dict | None = None  # inside an epoch of a streamed mode (see ``_within``)
 
     def to_json(self) -> dict:
         return {**self._asdict(), "history": list(self.history)}
@@ -132,7 +142,7 @@ def _open(policy: CheckpointPolicy | None, gate) -> Checkpoints | None:
         return None
     with gate.protected():
         ckpt = Checkpoints(policy.directory)
-    present = ckpt.epochs()
+    present = ckpt.epochs() or _within.held_steps(policy.directory)
     if present and not policy.resume:
         ckpt.close()
         raise ValueError(
@@ -230,21 +240,31 @@ def _postfix(record):
     return {short: f"{record[k]:.4f}" for k, short in names.items() if record.get(k) is not None}
 
 
-def _epochs(mode, saver, epochs, key, patience, bar, on_epoch):
+def _run_epoch(mode, carry, meta, key, within):
+    """``mode.run_epoch``; a streamed mode also gets its position and the in-epoch hook."""
+    epoch_key = jax.random.fold_in(key, meta.epoch)
+    if within is None:
+        return mode.run_epoch(carry, meta.epoch, epoch_key)
+    return mode.run_epoch(carry, meta.epoch, epoch_key, position=meta.position, between=within)
+
+
+def _epochs(mode, saver, epochs, key, patience, bar, on_epoch, within=None):
     """The loop proper, from ``saver.completed``; returns ``(carry, best, meta)``."""
     carry, best, meta = saver.completed
     while meta.epoch < epochs and meta.stopped is None:
-        outcome = mode.run_epoch(carry, meta.epoch, jax.random.fold_in(key, meta.epoch))
+        outcome = _run_epoch(mode, carry, meta, key, within)
         if outcome.halt is not None:
             if saver.due(meta.epoch, final=True):
                 saver.save(carry, best, meta)
             return outcome.carry, best, meta._replace(stopped=outcome.halt, message=outcome.message)
         carry, record = outcome.carry, outcome.record
-        meta = meta._replace(epoch=meta.epoch + 1, history=(*meta.history, record))
+        meta = meta._replace(
+            epoch=meta.epoch + 1, history=(*meta.history, record), position=outcome.position
+        )
         meta, best = _early_stopping(meta, mode.score(record), patience, carry, best)
         saver.completed = (carry, best, meta)
         saver.gate.unsaved = saver.ckpt is not None  # on disk only once the files are closed
-        bar.update(1)
+        bar.update(1 if within is None else within.epoch_done())
         bar.set_postfix(_postfix(record))
         if on_epoch is not None:
             on_epoch(record)
@@ -252,6 +272,21 @@ def _epochs(mode, saver, epochs, key, patience, bar, on_epoch):
             saver.save(carry, best, meta)
         saver.gate.poll()
     return carry, best, meta
+
+
+def _interrupted(saver, within, err, checkpoint) -> Interrupted:
+    """Saves what an interrupt would lose (the last completed chunk of a streamed epoch, or
+    the last completed epoch) and describes it."""
+    if within is not None and within.latest is not None:
+        with saver.gate.protected():
+            within.save()  # the last completed chunk: nothing of the epoch is lost
+            within.wait()
+    stopped = saver.interrupted(err, checkpoint and checkpoint.directory)
+    if within is not None and within.saved is not None and within.latest is not None:
+        stopped = Interrupted(
+            stopped.epoch, stopped.checkpoint_dir, stopped.signal_name, within.saved
+        )
+    return stopped
 
 
 def run_epochs(
@@ -291,19 +326,31 @@ def run_epochs(
         ckpt = _open(checkpoint, gate)
         try:
             best, meta = carry, LoopMeta()
+            streams = getattr(mode, "streams", False)
             if ckpt is not None and checkpoint.resume:
                 with gate.protected():
-                    carry, best, meta = _resume(ckpt, carry) or (carry, best, meta)
+                    found = _resume(ckpt, carry)
+                    if streams:
+                        found = _within.resume_within(
+                            checkpoint.directory, carry, found, LoopMeta, epochs
+                        )
+                carry, best, meta = found or (carry, best, meta)
             saver = _Saver(ckpt, checkpoint, carry, best, meta, gate)
             if on_start is not None:
                 on_start(list(meta.history))
             bar = _progress(epochs, min(meta.epoch, epochs), progress)
+            within = _within.WithinEpoch(saver, bar, mode.steps_per_epoch) if streams else None
             try:
-                carry, best, meta = _epochs(mode, saver, epochs, key, patience, bar, on_epoch)
+                carry, best, meta = _epochs(
+                    mode, saver, epochs, key, patience, bar, on_epoch, within
+                )
             except KeyboardInterrupt as err:
-                raise saver.interrupted(err, checkpoint and checkpoint.directory) from None
+                raise _interrupted(saver, within, err, checkpoint) from None
             finally:
                 bar.close()
+                if within is not None:
+                    with gate.protected():
+                        within.close()
         finally:
             if ckpt is not None:
                 with gate.protected():
