@@ -34,6 +34,9 @@ TOL = 1e-6  # float32 rounding: the mesh reduces the same sums in another order
 def _env(**extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_FLAGS", "JNN_"))}
     env["JNN_CACHE_DIR"] = os.environ["JNN_CACHE_DIR"]
+    # the checkout's jnn even where it is not installed (the workers run from a temp folder)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     env.update(extra)
     # keep the suite's compile-time setting (tests/conftest.py) next to a forced device count
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
