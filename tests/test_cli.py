@@ -179,7 +179,7 @@ def test_a_bad_list_shows_an_example_of_its_own_kind(capsys, option, example):
 
 def test_progress_bar_only_on_a_terminal(monkeypatch):
     from jnn.runs import RunConfig
-    from jnn.runs._train_job import show_progress
+    from jnn.runs._console import show_progress
 
     class Stream:
         def __init__(self, tty):

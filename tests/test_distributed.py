@@ -24,7 +24,7 @@ import pytest
 from jax.sharding import Mesh
 
 from jnn import distributed, losses, optim, train
-from jnn.runs._train_job import mesh_label
+from jnn.runs._console import mesh_label
 
 WORKER = Path(__file__).with_name("_distributed_worker.py")
 EIGHT = "--xla_force_host_platform_device_count=8"

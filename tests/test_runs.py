@@ -225,10 +225,10 @@ def test_sweep_members_near_chance_are_named_and_left_out_of_the_headline():
 
 
 def test_a_float16_stop_names_float16_underflow():
-    from jnn.runs._train_job import _non_finite_cause
+    from jnn.runs._summary import non_finite_cause
 
-    assert "float16 underflow" in _non_finite_cause("float16")
-    assert "learning rate" in _non_finite_cause("float32")
+    assert "float16 underflow" in non_finite_cause("float16")
+    assert "learning rate" in non_finite_cause("float32")
 
 
 def test_a_data_file_run_records_its_source_not_a_builtin_dataset():

@@ -20,7 +20,7 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error
 
 import jnn.data as data
 from jnn import cli, losses, monitor, nn
-from jnn.runs import RunConfig, _builders, _preprocess, _tasks, _train_job
+from jnn.runs import RunConfig, _builders, _preprocess, _setup, _tasks
 
 TINY = ["--no-progress", "--no-plots", "--overwrite"]
 
@@ -178,7 +178,7 @@ def test_constant_init_svm_whiten_l1_max_norm_linear_end_to_end(tmp_path):
     assert rc == 0 and _summary(out)["test_loss"] != summary["test_loss"]
     # --l1 and --max-norm reach the training step (jnn.regularizers' tests prove the step).
     config = RunConfig.from_json(stored)
-    assert _train_job._step_options(config, None) == {"l1": 1e-3, "max_norm": 0.5}
+    assert _setup.step_options(config, None) == {"l1": 1e-3, "max_norm": 0.5}
 
 
 def test_attributes_on_a_digits_cnn_with_instance_norm_and_input_noise(tmp_path):

@@ -18,8 +18,9 @@ diverges is frozen and excluded while the others train on.
 """
 
 from jnn.ensemble._evaluate import evaluate, predict
-from jnn.ensemble._fit import EnsembleCarry, EnsembleFitResult, fit
+from jnn.ensemble._fit import EnsembleFitResult, fit
 from jnn.ensemble._hparams import with_dropout, with_input_noise
+from jnn.ensemble._resident import EnsembleCarry
 from jnn.ensemble._state import init, member
 from jnn.ensemble._step import make_step, member_keys
 

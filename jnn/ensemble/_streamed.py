@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jnn import _memo
-from jnn.ensemble import _fit
+from jnn.ensemble import _resident
 from jnn.train import _feed, _loop, _sharding, _stream
 from jnn.train._fit import _next_epoch, _position
 
@@ -47,18 +47,18 @@ def check_stream(stream, shuffle: str, bootstrap: bool, ema) -> None:
 @_memo.cached
 def _chunk_program(model, loss, optimizer, options, shuffle, guard, chunk, layout=None):
     """The jitted chunk of the K members (``_stream.build_chunk`` of their vmapped steps)."""
-    steps_for = _fit._member_steps(model, loss, optimizer, options, shuffle, guard, chunk)
+    steps_for = _resident._member_steps(model, loss, optimizer, options, shuffle, guard, chunk)
     return _stream.build_chunk(steps_for, layout)
 
 
 @_memo.cached
 def _validation_program(model, loss, chunk):
     """The jitted ``(carry, (x, y), extra) -> metrics`` of the members and their mixture."""
-    run = _fit._validate(model, loss, chunk)
+    run = _resident._validate(model, loss, chunk)
     return jax.jit(lambda c, v, extra: run(c, v, extra["hp"]))
 
 
-class StreamedEnsemble(_fit._Ensemble):
+class StreamedEnsemble(_resident._Ensemble):
     """The ensemble mode on a stream: each epoch runs chunk by chunk; a chunk in which a
     member becomes non-finite is run again guarded (that member frozen at its last finite
     state, the others go on), and every later chunk is guarded."""
@@ -87,7 +87,9 @@ class StreamedEnsemble(_fit._Ensemble):
 
     def run_epoch(self, carry, epoch, _key, position=None, between=None):
         t0 = time.perf_counter()
-        order_keys, step_keys = _fit._split_member_keys(_fit._epoch_keys(self.run_keys, epoch))
+        order_keys, step_keys = _resident._split_member_keys(
+            _resident._epoch_keys(self.run_keys, epoch)
+        )
         idx = self.feed.steps(order_keys, self.extra)
         pair, position = (carry.state, carry.bad), dict(position or {})
         guard = bool(jnp.any(carry.bad >= 0))
@@ -101,9 +103,11 @@ class StreamedEnsemble(_fit._Ensemble):
             step = int(_sharding.host(new[0].step)[0])
             position = _position(position, chunk, summary, step, self.feed)
             if between is not None and not last:
-                between(_fit.EnsembleCarry(*pair, carry.snapshots), position)
+                between(_resident.EnsembleCarry(*pair, carry.snapshots), position)
         state, bad = pair
-        done = _fit.EnsembleCarry(state, bad, self._snapshot(carry.snapshots, state, epoch + 1))
+        done = _resident.EnsembleCarry(
+            state, bad, self._snapshot(carry.snapshots, state, epoch + 1)
+        )
         bad_host = _sharding.host(bad)
         if (bad_host >= 0).all():
             message = "every member diverged (non-finite loss or parameters): " + ", ".join(
@@ -118,8 +122,8 @@ class StreamedEnsemble(_fit._Ensemble):
             "update_ratio": summary["update_ratio"],
         }
         val = self._validation(state, bad)
-        record = self.record(epoch, state, _fit._lists(means), _fit._lists(val) if val else None,
-                             bad_host)  # fmt: skip
+        lists = _resident._lists
+        record = self.record(epoch, state, lists(means), lists(val) if val else None, bad_host)
         record["seconds"] = time.perf_counter() - t0
         self.timings["train"] += record["seconds"]
         return _loop.EpochOutcome(done, record, position=_next_epoch(position, self.feed))
@@ -129,7 +133,7 @@ def _draw(stream, batch_size, shuffle):
     """The jitted ``(order_keys, extra) -> indices`` of streamed arrays (the resident draw)."""
     if not stream.indexable:
         return None
-    return jax.jit(_fit._draw(stream.num_examples, batch_size, shuffle))
+    return jax.jit(_resident._draw(stream.num_examples, batch_size, shuffle))
 
 
 def streamed_mode(args, data, ingredients, input_shape, chunk_steps):

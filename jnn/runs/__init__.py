@@ -22,8 +22,9 @@ from jnn.runs._builders import (
 )
 from jnn.runs._check_job import check_run
 from jnn.runs._config import RunConfig
+from jnn.runs._console import format_epoch
 from jnn.runs._folder import RunFolder, jsonable
-from jnn.runs._job import RunOutcome, format_epoch, resume_config, train_run
+from jnn.runs._job import RunOutcome, resume_config, train_run
 
 __all__ = [
     "RunConfig",

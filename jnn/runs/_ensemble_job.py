@@ -7,6 +7,9 @@ from typing import NamedTuple
 
 from jnn.runs import _builders, _events, _overlap
 from jnn.runs._config import SWEEPABLE, RunConfig
+from jnn.runs._console import callbacks, format_epoch
+from jnn.runs._setup import ACTIVATION_SAMPLE, loop_options, on_host
+from jnn.runs._summary import run_summary
 
 __all__ = ["finish", "fit", "member_table"]
 
@@ -49,8 +52,6 @@ def _keys(config: RunConfig):
 
 
 def _epoch_line(record, epochs):
-    from jnn.runs._job import format_epoch
-
     line = format_epoch(record, epochs)
     rows = {r["member"]: r for r in record.get("members", [])}
     best, worst = record.get("best_member"), record.get("worst_member")
@@ -62,7 +63,7 @@ def _epoch_line(record, epochs):
     return line
 
 
-def fit(config: RunConfig, setup, folder, resume: bool, echo, callbacks):
+def fit(config: RunConfig, setup, folder, resume: bool, echo):
     """Trains the members (``jnn.ensemble.fit``) with checkpoints in the run folder.
 
     Returns:
@@ -71,7 +72,6 @@ def fit(config: RunConfig, setup, folder, resume: bool, echo, callbacks):
     import jax.numpy as jnp
 
     import jnn.ensemble
-    from jnn.runs._train_job import loop_options, on_host
 
     hp = member_hyperparams(config)
 
@@ -242,7 +242,6 @@ def finish(config, setup, folder, result, clock):
     """Evaluates members and ensemble, writes the plots; returns ``(summary, plots, tables)``."""
     import jnn.ensemble
     import jnn.monitor
-    from jnn.runs._train_job import ACTIVATION_SAMPLE, run_summary
 
     model, ds = setup.model, setup.ds
     drawing = _overlap.HistoryPlots(config, folder, result.history)

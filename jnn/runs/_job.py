@@ -3,6 +3,7 @@ with a :class:`RunConfig` and gets the run folder and the outcome, exactly as th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -10,11 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from jnn.runs import _fingerprint, _lock
+from jnn.runs import _ensemble_job, _events, _fingerprint, _lock, _overlap, _single_job
 from jnn.runs._config import RunConfig
+from jnn.runs._console import echo_end, echo_line, header, silent
 from jnn.runs._folder import RunFolder
+from jnn.runs._setup import build_setup, imports, join_processes
 
-__all__ = ["RunOutcome", "default_out", "format_epoch", "resume_config", "train_run"]
+__all__ = ["RunOutcome", "default_out", "resume_config", "train_run"]
 
 
 class RunOutcome(NamedTuple):
@@ -52,35 +55,6 @@ def resume_config(out, explicit: dict) -> RunConfig:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(f"--resume: {path} is not a jnn run's config.json ({first})") from None
     return stored.resumed({**explicit, "out": str(out)})
-
-
-def format_epoch(record: dict, epochs: int) -> str:
-    """The per-epoch console line: loss, accuracies, learning rate, median update ratio."""
-
-    def pct(v):
-        return "   -  " if v is None else f"{100 * v:5.1f}%"
-
-    ratios = sorted(v for v in (record.get("update_ratio") or {}).values() if v is not None)
-    ratio = f"{ratios[len(ratios) // 2]:.1e}" if ratios else "-"
-    val_loss, lr = record.get("val_loss"), record.get("learning_rate")
-    return (
-        f"epoch {record['epoch']:>3}/{epochs}  loss {record['train_loss']:.4f}"
-        + (f"  val_loss {val_loss:.4f}" if val_loss is not None else "")
-        + f"  train {pct(record.get('train_acc'))}  val {pct(record.get('val_acc'))}"
-        + (f"  lr {lr:.2e}" if lr is not None else "")
-        + f"  ratio {ratio}  {record.get('seconds', 0.0):.2f}s"
-    )
-
-
-def echo_line(message: str, above_bar: bool = False) -> None:
-    """Prints a line (above tqdm's progress bar when one is showing)."""
-    if above_bar:
-        from tqdm.auto import tqdm
-
-        tqdm.write(message, file=sys.stdout)
-    else:
-        print(message)
-    sys.stdout.flush()
 
 
 class _Clock:
@@ -191,15 +165,93 @@ def train_run(
         run, nothing to resume, changed data on resume.
       jnn.train.Interrupted: Ctrl-C / SIGTERM (the last completed epoch was saved).
     """
-    from jnn.runs import _train_job
-
     if config.out is None:
         config = dataclasses.replace(config, out=default_out(config))
-    _train_job.join_processes(config)  # before the resume check opens Orbax (JAX)
+    join_processes(config)  # before the resume check opens Orbax (JAX)
     folder, lock = _prepare_folder(config, resume, overwrite, allow_changed_data)
     claim, held = _claimer(config, folder, lock, resume)
     try:
-        return _train_job.run(config, folder, resume, echo or echo_line, _Clock(), claim)
+        return _run(config, folder, resume, echo or echo_line, _Clock(), claim)
     finally:
         for each in held:
             each.release()
+
+
+def _run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock, claim) -> RunOutcome:
+    """Imports JAX, then runs :func:`_one_pass` (process 0 speaks for a multi-process run; a
+    float64 run runs inside ``jax.enable_x64``, the process's setting is left as it was)."""
+    imports(config, clock)
+    import jax
+
+    import jnn.distributed
+
+    if not jnn.distributed.is_primary():
+        echo = silent
+    x64 = jax.enable_x64(True) if config.dtype == "float64" else contextlib.nullcontext()
+    with x64:
+        return _one_pass(config, folder, resume, echo, clock, claim)
+
+
+def _one_pass(config: RunConfig, folder: RunFolder, resume: bool, echo, clock, claim):
+    """The run as one straight line: build data, model and loss once; claim the folder; train
+    in one mode (one model, or an ensemble); evaluate; write."""
+    _overlap.preload(config)
+    setup = build_setup(config, clock, folder, resume)
+    claim(echo)
+    folder.save_config(config)
+    if setup.preprocess is not None:
+        folder.save_preprocess(setup.preprocess)
+    echo(header(config, setup, folder))
+    _events.announce(config, echo)
+    if setup.note:
+        echo(setup.note)
+    mode = _ensemble_job if config.num_members > 1 else _single_job
+    setup, result = mode.fit(config, setup, folder, resume, echo)
+    clock.lap("fit")
+    summary, plots, tables = mode.finish(config, setup, folder, result, clock)
+    _write_out(config, folder, summary, plots, tables, result, clock)
+    echo_end(summary, folder, echo)
+    return RunOutcome(folder.path, summary, 1 if result.stopped == "non_finite" else 0)
+
+
+def _split_fit(timings: dict, compile_seconds: float, train_seconds: float) -> None:
+    """``fit``'s wall time as ``compile``, ``train`` (the epochs themselves: the headline's
+    "s of training") and ``loop`` (the rest: parameters initialised, data put on the device,
+    checkpoints saved and waited for, per-epoch records and logs)."""
+    fit = timings.get("fit", 0.0)
+    parts = {
+        "compile": compile_seconds,
+        "train": train_seconds,
+        "loop": max(fit - compile_seconds - train_seconds, 0.0),
+    }
+    ordered = {}
+    for phase, seconds in timings.items():  # in the order of the phases
+        ordered.update(parts if phase == "fit" else {phase: seconds})
+    timings.clear()
+    timings.update(ordered)
+
+
+def _write_out(config, folder, summary, plots, tables, result, clock):
+    """Completes the summary (headline, last epoch, timings) and writes the report, the
+    event files' final figures and ``summary.json``."""
+    history = result.history
+    train_seconds = sum(r.get("seconds", 0.0) for r in history)
+    _split_fit(clock.timings, (result.timings or {}).get("compile", 0.0), train_seconds)
+    summary["train_seconds"] = train_seconds
+    summary["headline"] = summary.get("headline") or (
+        f"**Test accuracy: {100 * summary['test_accuracy']:.2f}%** (test loss "
+        f"{summary['test_loss']:.4f}) after {summary['epochs_run']} epochs, "
+        f"{train_seconds:.1f} s of training."
+    )
+    if history:
+        last = history[-1]
+        pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"
+        summary["last_epoch"] = (
+            f"Last epoch: train loss {last['train_loss']:.4f}, train accuracy "
+            f"{pct(last.get('train_acc'))}, validation accuracy {pct(last.get('val_acc'))}."
+        )
+    folder.write_report(config, summary, plots, tables)
+    _events.write_final(config, folder, summary, plots)
+    clock.lap("write")
+    summary["timings"] = dict(clock.timings)
+    folder.write_summary(summary)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from jnn.runs import _builders, _tasks
 from jnn.runs._config import RunConfig
+from jnn.runs._setup import step_options
 
 __all__ = ["result"]
 
@@ -46,7 +47,6 @@ def plain_regression(config: RunConfig, setup) -> dict:
 
     import jnn.losses
     import jnn.train
-    from jnn.runs._train_job import _step_options
 
     ds, task = setup.task.regression
     model = _builders.build_model(config, task.outputs, ds.input_shape)
@@ -61,7 +61,7 @@ def plain_regression(config: RunConfig, setup) -> dict:
         key=jax.random.key(config.seed),
         val_data=(ds.x_val, ds.y_val),
         dtype=jnp.dtype(config.dtype),
-        step_options=_step_options(config, schedule),
+        step_options=step_options(config, schedule),
         progress=False,
     )
     state = fitted.state

@@ -26,10 +26,9 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
-import numpy as np
 
 from jnn import _signals
-from jnn.train import _within
+from jnn.train import _sharding, _within
 from jnn.train._checkpoints import Checkpoints
 
 __all__ = [
@@ -197,7 +196,7 @@ class _Saver:
             return True
         if self.policy.every is not None:
             return epoch % self.policy.every == 0
-        return _agreed(time.monotonic() - self.last_time >= self.policy.seconds)
+        return _sharding.agreed(time.monotonic() - self.last_time >= self.policy.seconds)
 
     def save(self, carry, best, meta: LoopMeta) -> None:
         with self.gate.protected():  # a signal landing now acts once this is recorded
@@ -216,16 +215,6 @@ class _Saver:
                 self.ckpt.wait()
         name = getattr(err, "signal_name", "SIGINT")
         return Interrupted(meta.epoch, directory if self.ckpt is not None else None, name)
-
-
-def _agreed(flag: bool) -> bool:
-    """Process 0's decision in every process of a multi-process run (a save is collective:
-    every process must take part, so a clock-based choice must be one choice)."""
-    if jax.process_count() == 1:
-        return flag
-    from jax.experimental import multihost_utils
-
-    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
 
 
 def _progress(epochs, start, enabled):

@@ -43,7 +43,17 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-__all__ = ["DATA", "ENSEMBLE", "Layout", "as_layout", "constrained", "host", "make_mesh", "placed"]
+__all__ = [
+    "DATA",
+    "ENSEMBLE",
+    "Layout",
+    "agreed",
+    "as_layout",
+    "constrained",
+    "host",
+    "make_mesh",
+    "placed",
+]
 
 DATA, ENSEMBLE = "data", "ensemble"
 
@@ -275,3 +285,13 @@ def host(tree):
         return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
 
     return jax.tree.map(one, tree)
+
+
+def agreed(flag: bool) -> bool:
+    """Process 0's decision in every process of a multi-process run (a save is collective:
+    every process must take part, so a clock-based choice must be one choice)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))

@@ -15,6 +15,7 @@ import logging
 import os
 import time
 
+from jnn.train import _sharding
 from jnn.train._checkpoints import Checkpoints
 
 __all__ = ["WithinEpoch", "held_steps", "open_within", "resume_within"]
@@ -110,9 +111,7 @@ class WithinEpoch:
         saver = self.saver
         if saver.ckpt is None or saver.policy.every is not None:
             return False
-        from jnn.train._loop import _agreed
-
-        return _agreed(time.monotonic() - saver.last_time >= saver.policy.seconds)
+        return _sharding.agreed(time.monotonic() - saver.last_time >= saver.policy.seconds)
 
     def save(self) -> None:
         """Writes the latest in-epoch state (in the background)."""
