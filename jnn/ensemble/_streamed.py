@@ -114,13 +114,7 @@ class StreamedEnsemble(_resident._Ensemble):
                 f"member {k} at step {s}" for k, s in enumerate(bad_host)
             )
             return _loop.EpochOutcome(done, None, "non_finite", message)
-        sums = position["sums"]
-        means = {
-            "loss": np.asarray(sums["loss"]) / sums["steps"],
-            "accuracy": np.asarray(sums["accuracy"]) / sums["steps"],
-            "grad_norm": summary["grad_norm"],
-            "update_ratio": summary["update_ratio"],
-        }
+        means = _stream.epoch_summary(position["sums"], summary)
         val = self._validation(state, bad)
         lists = _resident._lists
         record = self.record(epoch, state, lists(means), lists(val) if val else None, bad_host)

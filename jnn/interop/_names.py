@@ -15,7 +15,7 @@ def str_path(path) -> tuple[str, ...]:
 
 
 def nested(pairs) -> dict:
-    """``{"a": {"b": v}}`` from ``[(("a", "b"), v), ...]`` (string keys)."""
+    """``{"a": {"b": v}}`` from ``[(("a", "b"), v), ...]`` (the path parts as given)."""
     out: dict = {}
     for path, value in pairs:
         node = out

@@ -112,7 +112,7 @@ class NnxModel:
             (p, lookup(params if is_p else state, str_path(p)))
             for p, is_p in zip(template.paths, template.is_param, strict=True)
         ]
-        return nnx.merge(template.graphdef, _pure(both))
+        return nnx.merge(template.graphdef, nested(both))  # keys as NNX has them
 
     def apply(self, params, state, x, *, key=None, train=False):
         """The module merged from ``params`` and ``state`` (a copy: nothing outside this
@@ -141,16 +141,6 @@ def _stream_keys(key, tags) -> dict:
         tag: key if tag in ("dropout", "default") else jax.random.fold_in(key, i + 1)
         for i, tag in enumerate(tags)
     }
-
-
-def _pure(pairs) -> dict:
-    out: dict = {}
-    for path, value in pairs:
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
-    return out
 
 
 def from_nnx(constructor_or_module) -> NnxModel:

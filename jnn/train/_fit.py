@@ -260,13 +260,7 @@ class _StreamedModel(_SingleModel):
             if between is not None and position.get("step"):
                 between(carry[0], position, force=True)  # what was trained is kept
             raise
-        sums = position["sums"]
-        summary = {
-            "loss": np.asarray(sums["loss"]) / sums["steps"],
-            "accuracy": np.asarray(sums["accuracy"]) / sums["steps"],
-            "grad_norm": summary["grad_norm"],
-            "update_ratio": summary["update_ratio"],
-        }
+        summary = _stream.epoch_summary(position["sums"], summary)
         val = None
         if self.val_data is not None:
             val = _evaluate.evaluation_program(

@@ -24,7 +24,14 @@ from jax.sharding import PartitionSpec as P
 from jnn.train import _epoch, _feed
 from jnn.train._state import cast_inputs
 
-__all__ = ["Feed", "build_chunk", "evaluate_stream", "placed_chunks", "sums_of"]
+__all__ = [
+    "Feed",
+    "build_chunk",
+    "epoch_summary",
+    "evaluate_stream",
+    "placed_chunks",
+    "sums_of",
+]
 
 
 def build_chunk(steps_for: Callable, layout=None):
@@ -70,6 +77,17 @@ def sums_of(position, out, steps: int) -> dict:
         "loss": add(prev["loss"], out["loss_sum"]),
         "accuracy": add(prev["accuracy"], out["accuracy_sum"]),
         "steps": prev["steps"] + steps,
+    }
+
+
+def epoch_summary(sums: dict, monitored: dict) -> dict:
+    """The epoch's mean ``loss`` and ``accuracy`` from its running sums, with the monitored
+    last step's ``grad_norm`` and ``update_ratio``."""
+    return {
+        "loss": np.asarray(sums["loss"]) / sums["steps"],
+        "accuracy": np.asarray(sums["accuracy"]) / sums["steps"],
+        "grad_norm": monitored["grad_norm"],
+        "update_ratio": monitored["update_ratio"],
     }
 
 
