@@ -106,7 +106,7 @@ def jnn_ensemble(model, x, y, members, epochs):
     result = ensemble.fit(
         model, losses.softmax_cross_entropy, optim.adam(LR), (x, y), epochs=epochs,
         batch_size=BATCH, keys=jax.random.split(jax.random.key(0), members),
-        shuffle="per_member", progress=False,
+        shuffle="shared", progress=False,  # as the references: one batch for all
     )  # fmt: skip
     return members * (len(x) // BATCH) / _epoch_seconds(result)
 

@@ -280,6 +280,7 @@ def fit(
     optimizer = _with_ema(optimizer, ema)
     carry = _initial_carry(model, optimizer, init_keys, shape, dtype, hp, snapshots, state, layout)
     _hparams.check_objective_hyperparams(carry.state.params, hp)
+    stream, chunk_steps = _feed.per_step_stream(model, train_data, stream, shape, chunk_steps)
     data = _feed.checked_run_data(
         model, member(carry.state, 0), train_data, stream, val_data, batch_size, patience,
         memory_budget,

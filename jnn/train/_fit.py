@@ -452,6 +452,7 @@ def fit(
     options = _normalized(step_options)
     if state is None:
         state = _initial_state(model, optimizer, init_key, input_shape, dtype, options)
+    stream, chunk_steps = _feed.per_step_stream(model, train_data, stream, input_shape, chunk_steps)
     data = _feed.checked_run_data(
         model, state, train_data, stream, val_data, batch_size, patience, memory_budget
     )
