@@ -331,3 +331,30 @@ def test_a_run_killed_inside_its_first_epoch_resumes_from_that_step_and_ends_equ
     assert read("killed")["test_loss"] == read("whole")["test_loss"]
     steps = [json.loads(r)["step"] for r in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [90]
+
+
+def test_models_with_xla_convolutions_train_one_call_per_step_on_cpu():
+    """jax#12868: on CPU an XLA convolution inside a compiled loop runs many times slower, so
+    fit feeds such models one-step chunks (same batches); jnn's im2col Conv keeps its scan."""
+    import flax.linen as linen
+
+    from jnn import interop
+    from jnn.train import _feed
+
+    class LinenConv(linen.Module):
+        @linen.compact
+        def __call__(self, x, train=False):
+            return linen.Dense(3)(linen.Conv(4, (3,))(x).reshape(x.shape[0], -1))
+
+    shape = (8, 12, 1)
+    foreign = interop.from_linen(LinenConv())
+    im2col = nn.Serial(nn.Conv(4, 3), nn.Flatten(), nn.Dense(3))
+    xla = nn.Serial(nn.Conv(4, 3, lowering="xla"), nn.Flatten(), nn.Dense(3))
+    assert _feed.convolves_in_xla(foreign, shape) and _feed.convolves_in_xla(xla, shape)
+    assert not _feed.convolves_in_xla(im2col, shape)
+    assert not _feed.convolves_in_xla(nn.Serial(nn.Flatten(), nn.Dense(3)), shape)
+    x, y = np.zeros((16, 12, 1), np.float32), np.zeros(16, np.int32)
+    stream, steps = _feed.per_step_stream(foreign, (x, y), None, shape, None)
+    assert isinstance(stream, _feed.ArrayStream) and steps == 1
+    assert _feed.per_step_stream(im2col, (x, y), None, shape, None) == (None, None)
+    assert _feed.per_step_stream(foreign, (x, y), None, shape, 4) == (None, 4)  # the user's
