@@ -34,6 +34,7 @@ import numpy as np
 
 __all__ = [
     "EpochLog",
+    "histogram_epoch",
     "Observed",
     "member_dir",
     "open_log",
@@ -224,6 +225,15 @@ def _activations_fn(model, sample):
     return jax.jit(one), jax.jit(jax.vmap(one))
 
 
+def histogram_epoch(epoch: int) -> bool:
+    """Whether epoch ``epoch`` (1-based) gets weight and activation histograms: powers of two
+    and multiples of ten (1, 2, 4, 8, 10, 16, 20, 30, 32, ...), dense early when weights move
+    most, ~log2(E) + E/10 points in all. Scalars are written every epoch. On 2 cores a
+    histogram of every layer every epoch (a forward pass, a copy and a sort per layer) slowed
+    the default digits run from 5.8 s to 8.4-10.5 s wall."""
+    return epoch >= 1 and (epoch & (epoch - 1) == 0 or epoch % 10 == 0)
+
+
 class EpochLog:
     """The event files of one ``fit`` (one writer; an ensemble's: one more per member).
 
@@ -261,7 +271,9 @@ class EpochLog:
         import jax
 
         leaves = jax.tree.leaves((params, model_state))
-        if all(getattr(a, "is_fully_addressable", True) for a in leaves):
+        if not histogram_epoch(record["epoch"]):
+            host = (None, None)  # scalars only: nothing to copy, no forward pass
+        elif all(getattr(a, "is_fully_addressable", True) for a in leaves):
             host = jax.device_get((params, model_state))  # before the next epoch donates them
         else:  # another process holds part of them: scalars only
             host = (None, None)
@@ -284,14 +296,19 @@ class EpochLog:
         root, *member_writers = self._writers
         for tag, value in record_scalars(record).items():
             root.add_scalar(tag, value, step)
+        if params is None:
+            return
         if not self.members:
             _histograms(root, step, params, self._activations(params, model_state, False))
             return
-        acts = self._activations(params, model_state, True)
         rows = {r["member"]: r for r in record.get("members", ())}
         for k, writer in enumerate(member_writers):
             for tag, value in record_scalars(rows.get(k, {})).items():
                 writer.add_scalar(tag, value, step)
+        if params is None:
+            return
+        acts = self._activations(params, model_state, True)
+        for k, writer in enumerate(member_writers):
             pick = lambda tree, k=k: None if tree is None else {n: a[k] for n, a in tree.items()}
             member_params = _index(params, k)
             _histograms(writer, step, member_params, pick(acts))

@@ -77,7 +77,7 @@ def test_fit_writes_every_series_once_per_epoch_and_real_histograms(digits, tmp_
     acc = read(tmp_path)
     assert_epochs_logged(acc, result.history)
     assert {f"update_ratio/{n}/w" for n in LAYERS} <= set(acc.Tags()["scalars"])
-    # Weight histograms: one per epoch; the last one describes the returned parameters.
+    # Weight histograms: one per histogram epoch (here 1 and 2); the last describes the result.
     params = result.state.params
     for layer in LAYERS:
         for leaf in ("w", "b"):
@@ -168,3 +168,10 @@ def test_fit_without_tensorboardx_still_trains_and_says_why(
     assert [r.getMessage() for r in caplog.records] == [tb.unavailable()]
     assert not list(tmp_path.iterdir())
     chex.assert_tree_all_finite(result.state.params)
+
+
+def test_histograms_on_a_log_and_decimal_schedule_scalars_every_epoch():
+    from jnn.tensorboard import histogram_epoch
+
+    assert [e for e in range(1, 41) if histogram_epoch(e)] == [1, 2, 4, 8, 10, 16, 20, 30, 32, 40]
+    assert not histogram_epoch(0)
