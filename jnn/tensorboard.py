@@ -295,10 +295,9 @@ class EpochLog:
         root, *member_writers = self._writers
         for tag, value in record_scalars(record).items():
             root.add_scalar(tag, value, step)
-        if params is None:
-            return
         if not self.members:
-            _histograms(root, step, params, self._activations(params, model_state, False))
+            if params is not None:
+                _histograms(root, step, params, self._activations(params, model_state, False))
             return
         rows = {r["member"]: r for r in record.get("members", ())}
         for k, writer in enumerate(member_writers):

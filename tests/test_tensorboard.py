@@ -105,7 +105,7 @@ def test_ensemble_writes_its_series_and_one_run_per_member_with_its_hyperparamet
     train, val = digits
     rates = [1e-3, 3e-2]
     result = jnn.ensemble.fit(
-        MODEL, softmax_cross_entropy, jnn.optim.adam, train, epochs=2, batch_size=64,
+        MODEL, softmax_cross_entropy, jnn.optim.adam, train, epochs=4, batch_size=64,
         keys=jax_keys(key, 2), val_data=val, hyperparams={"learning_rate": rates},
         progress=False, tensorboard_dir=tmp_path,
     )  # fmt: skip
@@ -114,12 +114,13 @@ def test_ensemble_writes_its_series_and_one_run_per_member_with_its_hyperparamet
         member = read(tb.member_dir(tmp_path, k, 2))
         rows = [{**r["members"][k], "epoch": r["epoch"]} for r in result.history]
         assert_epochs_logged(member, rows)
-        assert [e.step for e in member.Histograms("weights/dense_0/w")] == [1, 2]
+        # scalars every epoch (epoch 3 too), histograms at the histogram epochs 1, 2, 4
+        assert [e.step for e in member.Histograms("weights/dense_0/w")] == [1, 2, 4]
         w = np.asarray(result.state.params["dense_0"]["w"][k])
         assert member.Histograms("weights/dense_0/w")[-1].histogram_value.sum == pytest.approx(
             w.sum(), rel=1e-5, abs=1e-5
         )
-        assert [e.step for e in member.Histograms("activations/relu_1")] == [1, 2]
+        assert [e.step for e in member.Histograms("activations/relu_1")] == [1, 2, 4]
         hp = session_hparams(member)
         assert hp["member"] == k and hp["learning_rate"] == pytest.approx(rates[k])
     # The two members' curves differ (their own series, not the ensemble's twice).
