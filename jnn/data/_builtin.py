@@ -27,6 +27,35 @@ def _cached(name, key, build, cache):
     return _cache.cached_arrays(name, key, build)
 
 
+def _bundled(name, arrays_of, val_fraction, test_fraction, seed, standardize, cache, regression):
+    """The six split arrays of a data set scikit-learn ships: ``arrays_of() -> (x, y)`` split
+    seeded into test (stratified for classes) and the rest, then validation, standardised with
+    training statistics (``split_and_standardize``), and cached by the split's options."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}.")
+
+    def build():
+        from sklearn.model_selection import train_test_split
+
+        x, y = arrays_of()
+        x, x_test, y, y_test = train_test_split(
+            x, y, test_size=test_fraction, random_state=seed, stratify=None if regression else y
+        )
+        return split_and_standardize(
+            x, y, x_test, y_test, val_fraction=val_fraction, seed=seed, standardize=standardize,
+            regression=regression,
+        )  # fmt: skip
+
+    key = {
+        "sklearn": _version("scikit-learn"),
+        "val": val_fraction,
+        "test": test_fraction,
+        "seed": seed,
+        "standardize": standardize,
+    }
+    return _cached(name, key, build, cache)
+
+
 def load_digits(
     *,
     val_fraction: float = 0.1,
@@ -51,30 +80,15 @@ def load_digits(
     Returns:
       A :class:`Dataset` (``image_shape=(8, 8, 1)``).
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}.")
 
-    def build():
+    def arrays_of():
         from sklearn.datasets import load_digits as _sk_digits
-        from sklearn.model_selection import train_test_split
 
         raw = _sk_digits()
-        x, y = raw.data.astype(np.float32), raw.target
-        x, x_test, y, y_test = train_test_split(
-            x, y, test_size=test_fraction, random_state=seed, stratify=y
-        )
-        return split_and_standardize(
-            x, y, x_test, y_test, val_fraction=val_fraction, seed=seed, standardize=standardize
-        )
+        return raw.data.astype(np.float32), raw.target
 
-    key = {
-        "sklearn": _version("scikit-learn"),
-        "val": val_fraction,
-        "test": test_fraction,
-        "seed": seed,
-        "standardize": standardize,
-    }
-    arrays = _cached("digits", key, build, cache)
+    split = (val_fraction, test_fraction, seed, standardize, cache)
+    arrays = _bundled("digits", arrays_of, *split, regression=False)
     return Dataset(
         **arrays, num_classes=10, input_shape=(64,), image_shape=(8, 8, 1), name="digits"
     )
@@ -160,36 +174,15 @@ def load_diabetes(
     Returns:
       A :class:`Dataset` (``input_shape=(10,)``, no image layout).
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}.")
 
-    def build():
+    def arrays_of():
         from sklearn.datasets import load_diabetes as _sk_diabetes
-        from sklearn.model_selection import train_test_split
 
         x, y = _sk_diabetes(return_X_y=True, scaled=False)
-        x, x_test, y, y_test = train_test_split(
-            x.astype(np.float32), y.astype(np.float32), test_size=test_fraction, random_state=seed
-        )
-        return split_and_standardize(
-            x,
-            y,
-            x_test,
-            y_test,
-            val_fraction=val_fraction,
-            seed=seed,
-            standardize=standardize,
-            regression=True,
-        )
+        return x.astype(np.float32), y.astype(np.float32)
 
-    key = {
-        "sklearn": _version("scikit-learn"),
-        "val": val_fraction,
-        "test": test_fraction,
-        "seed": seed,
-        "standardize": standardize,
-    }
-    arrays = _cached("diabetes", key, build, cache)
+    split = (val_fraction, test_fraction, seed, standardize, cache)
+    arrays = _bundled("diabetes", arrays_of, *split, regression=True)
     return Dataset(**arrays, num_classes=0, input_shape=(10,), image_shape=None, name="diabetes")
 
 
