@@ -176,3 +176,26 @@ def test_histograms_on_a_log_and_decimal_schedule_scalars_every_epoch():
 
     assert [e for e in range(1, 41) if histogram_epoch(e)] == [1, 2, 4, 8, 10, 16, 20, 30, 32, 40]
     assert not histogram_epoch(0)
+
+
+_IMPORT_WRITER_PROBE = """
+import importlib.util, sys
+from jnn import tensorboard
+tensorboard.import_writer()
+assert "tensorboardX" in sys.modules
+assert "torch" not in sys.modules, "import_writer imported torch"
+if importlib.util.find_spec("torch") is not None:
+    import torch  # the blocker is lifted: a later import of torch still works
+    torch.zeros(1)
+print("ok")
+"""
+
+
+def test_import_writer_leaves_torch_unimported_and_importable_afterwards():
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_WRITER_PROBE], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

@@ -6,6 +6,7 @@ evaluated."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import importlib
 import threading
 
@@ -15,12 +16,16 @@ __all__ = ["HistoryPlots", "preload"]
 
 
 def preload(config: RunConfig) -> threading.Thread:
-    """Imports the modules the run's end will need (matplotlib through ``jnn.plots``,
-    tensorboardX) on a daemon thread; an import that fails here fails again, with its own
-    message, where it is used."""
-    names = (["jnn.plots"] if config.plots else []) + (
-        ["tensorboardX"] if config.tensorboard else []
-    )
+    """Imports the modules the run's end will need: tensorboardX here (without PyTorch, see
+    ``jnn.tensorboard.import_writer``); Orbax (the checkpoint manager) and matplotlib (through
+    ``jnn.plots``) on a daemon thread while the data loads and the program compiles. An import
+    that fails here fails again, with its own message, where it is used."""
+    if config.tensorboard:
+        from jnn import tensorboard
+
+        with contextlib.suppress(ImportError):
+            tensorboard.import_writer()
+    names = ["orbax.checkpoint"] + (["jnn.plots"] if config.plots else [])
 
     def load():
         for name in names:

@@ -65,6 +65,13 @@ def injected_learning_rate(opt_state):
         return None
 
 
+@_memo.cached
+def _compiled_schedule(schedule):
+    """``schedule`` jitted: one compiled call per epoch's record instead of a handful of eager
+    operations (~10 ms a record for a warm-up + cosine schedule)."""
+    return jax.jit(schedule)
+
+
 def recorded_learning_rate(learning_rate, opt_state, step: int):
     """The learning rate of the last update: ``schedule(step - 1)``, a constant, or the
     ``learning_rate`` hyperparameter of an ``inject_hyperparams`` state; ``None`` if unknown."""
@@ -73,7 +80,8 @@ def recorded_learning_rate(learning_rate, opt_state, step: int):
         return None if lr is None else float(np.asarray(lr))
 
     if callable(learning_rate):
-        return float(learning_rate(max(step - 1, 0)))
+        count = np.asarray(max(step - 1, 0), np.int32)
+        return float(_compiled_schedule(learning_rate)(count))
     return float(learning_rate)
 
 
