@@ -56,6 +56,23 @@ def test_help_answers_without_importing_jax():
         assert flag in proc.stdout
 
 
+def test_the_jnn_process_tunes_the_collector_and_main_leaves_it_alone(monkeypatch):
+    import gc
+
+    calls = []
+    monkeypatch.setattr(gc, "set_threshold", lambda *t: calls.append(("threshold", t)))
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append(("freeze",)))
+    monkeypatch.setattr(cli, "main", lambda argv=None: calls.append(("main",)) or 3)
+    with pytest.raises(SystemExit) as exit_:
+        cli.run()
+    assert exit_.value.code == 3
+    assert calls == [("threshold", cli._GC_THRESHOLDS), ("main",), ("freeze",)]
+    monkeypatch.undo()
+    before = gc.get_threshold()
+    assert cli.main(["--help"]) == 0
+    assert gc.get_threshold() == before
+
+
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "digits"

@@ -11,12 +11,13 @@ once.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import threading
 
 from jnn.cli._options import add_check_options, add_train_options
 
-__all__ = ["UsageError", "build_parser", "main"]
+__all__ = ["UsageError", "build_parser", "main", "run"]
 
 
 class UsageError(Exception):
@@ -77,6 +78,29 @@ def main(argv=None) -> int:
     with _signals.guard(hard_exit=True) as gate:
         gate.describe = _interrupts_startup
         return _main(argv, gate)
+
+
+# Allocations between young-generation collections for the `jnn` process (CPython's default:
+# 700). Importing and tracing JAX allocates millions of long-lived objects, and the default
+# thresholds collect 600+ times in a default `jnn train` (0.47 s measured), these 0.13 s.
+_GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def run() -> None:
+    """The ``jnn`` process (the console script and ``python -m jnn.cli``): :func:`main`, in a
+    process that owns its garbage collector. Young objects are collected less often (see
+    ``_GC_THRESHOLDS``), and at the end every object is frozen (``gc.freeze``) so that the
+    interpreter's exit does not walk the whole heap looking for cycles (0.5 s measured after
+    a default ``jnn train``); files are closed by then, and the memory goes back with the
+    process. Python callers use :func:`main`, which leaves the collector alone.
+
+    Raises:
+      SystemExit: with :func:`main`'s exit code.
+    """
+    gc.set_threshold(*_GC_THRESHOLDS)
+    code = main()
+    gc.freeze()
+    raise SystemExit(code)
 
 
 def _interrupts_startup(signal_name: str) -> str:

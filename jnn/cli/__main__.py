@@ -1,5 +1,5 @@
 """``python -m jnn.cli``: the ``jnn`` command."""
 
-from jnn.cli import main
+from jnn.cli import run
 
-raise SystemExit(main())
+run()
