@@ -30,6 +30,7 @@ __all__ = [
     "first_layer",
     "first_layer_figure",
     "first_layer_weights",
+    "history_curves",
     "loss_curve",
     "loss_figure",
     "reliability_diagram",
@@ -378,6 +379,23 @@ def accuracy_curve(history, path) -> Path:
 def update_ratio_curve(history, path, target=RATIO_TARGET) -> Path:
     """Writes :func:`update_ratio_figure` to ``path`` (PNG); returns the path."""
     return _save(update_ratio_figure(history, target), path)
+
+
+def history_curves(history, directory, accuracy=True) -> dict[str, Path]:
+    """Writes the figures drawn from the history alone to ``directory``: ``loss.png``,
+    ``update_ratio.png`` and (with ``accuracy``) ``accuracy.png``.
+
+    Returns:
+      ``{"loss": path, "update_ratio": path, "accuracy": path}`` (no ``accuracy`` without it).
+    """
+    directory = Path(directory)
+    written = {
+        "loss": loss_curve(history, directory / "loss.png"),
+        "update_ratio": update_ratio_curve(history, directory / "update_ratio.png"),
+    }
+    if accuracy:
+        written["accuracy"] = accuracy_curve(history, directory / "accuracy.png")
+    return written
 
 
 def activation_histograms(stats, path) -> Path:

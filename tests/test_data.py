@@ -176,3 +176,93 @@ def test_validate_chunkwise_names_a_bad_value_in_a_late_slice(tmp_path):
     with pytest.raises(ValueError, match=r"NaN or inf .* \(in rows 896..959 of 1000\)"):
         data.validate_chunkwise(mapped, y, 2, chunk_bytes=64 * 16)  # slices of 64 rows
     data.validate_chunkwise(mapped[:917], y[:917], 2, chunk_bytes=64 * 16)  # just before it
+
+
+# MNIST-1D's fast generator (jnn.data._mnist1d) against the mnist1d package's make_dataset
+
+_MNIST1D_ARRAYS = ("x", "y", "x_test", "y_test")
+
+
+def _mnist1d_pair(**changes):
+    """``[(result, global NumPy state after), ...]`` of the package's and jnn's ``make_dataset``
+    on ``get_dataset_args()`` with ``changes``; the global NumPy state is restored after each."""
+    from mnist1d.data import get_dataset_args
+    from mnist1d.data import make_dataset as reference
+
+    from jnn.data._mnist1d import make_dataset as fast
+
+    args = get_dataset_args()
+    for name, value in changes.items():
+        setattr(args, name, value)
+    saved = np.random.get_state()  # noqa: NPY002
+    out = []
+    for make in (reference, fast):
+        try:
+            out.append((make(args), np.random.get_state()))  # noqa: NPY002
+        finally:
+            np.random.set_state(saved)  # noqa: NPY002
+    return out
+
+
+def _assert_bit_identical(ref, got, keys=_MNIST1D_ARRAYS):
+    for key in keys:
+        a, b = np.asarray(ref[key]), np.asarray(got[key])
+        assert (b.dtype, b.shape) == (a.dtype, a.shape), key
+        assert np.array_equal(b, a), key
+        assert b.tobytes() == a.tobytes(), key  # the sign of every zero too
+
+
+def _assert_same_state(s, t):
+    assert s[0] == t[0] and s[2:] == t[2:]
+    np.testing.assert_array_equal(s[1], t[1])
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"seed": 7},
+        {"shuffle_seq": True},
+        {"padding": [10, 20]},
+        {"final_seq_length": 97},
+        {"padding": [5, 30], "max_translation": 100},  # k >= length: x[-k:] is the whole signal
+        {"template_len": 20, "train_split": 0.5},
+    ],
+    ids=["default", "seed", "shuffle_seq", "padding", "final_len", "big_shift", "template_len"],
+)
+def test_mnist1d_fast_generator_is_bit_identical(changes):
+    (ref, ref_state), (got, got_state) = _mnist1d_pair(num_samples=600, **changes)
+    _assert_bit_identical(ref, got, _MNIST1D_ARRAYS + ("t",))
+    _assert_same_state(ref_state, got_state)  # the same draws, no more, no fewer
+
+
+def test_generate_mnist1d_equals_the_package_default():
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    from jnn.data._builtin import _generate_mnist1d
+
+    got = _generate_mnist1d()
+    saved = np.random.get_state()  # noqa: NPY002
+    try:
+        ref = make_dataset(get_dataset_args())
+    finally:
+        np.random.set_state(saved)  # noqa: NPY002
+    _assert_bit_identical(ref, got)
+    assert [len(got[k]) for k in _MNIST1D_ARRAYS] == [4000, 4000, 1000, 1000]
+
+
+def test_generate_mnist1d_leaves_the_global_random_states_alone():
+    import random
+
+    from jnn.data._builtin import _generate_mnist1d
+
+    saved = np.random.get_state()  # noqa: NPY002
+    try:
+        np.random.seed(5)  # noqa: NPY002
+        np.random.randn()  # noqa: NPY002 (a cached Gaussian in the state as well)
+        before, python_before = np.random.get_state(), random.getstate()  # noqa: NPY002
+        _generate_mnist1d()
+        _assert_same_state(np.random.get_state(), before)  # noqa: NPY002
+        assert random.getstate() == python_before
+    finally:
+        np.random.set_state(saved)  # noqa: NPY002

@@ -242,3 +242,74 @@ def test_a_data_file_run_records_its_source_not_a_builtin_dataset():
         RunConfig.from_options(data="my.npz", dataset="mnist1d")
     assert runs._job.default_out(config).startswith("runs/my-mlp-")
     assert RunConfig.from_options().dataset == "digits"
+
+
+_HISTORY = [
+    {"epoch": e, "step": 10 * e, "train_loss": 1.0 / e, "train_acc": 0.5, "val_loss": 1.1 / e}
+    for e in (1, 2, 3)
+]
+
+
+def test_the_figure_process_draws_in_another_process_and_falls_back_when_gone(tmp_path):
+    import os
+    import signal
+
+    from jnn.runs import _overlap
+
+    figures = _overlap.FigureProcess.start()
+    assert figures is not None
+    try:
+        drawn = figures.call("history_curves", _HISTORY, tmp_path / "a", False)()
+        assert set(drawn) == {"loss", "update_ratio"}
+        assert all(Path(p).stat().st_size > 0 for p in drawn.values())
+        assert figures._process.pid != os.getpid()
+        blocker = tmp_path / "blocker"
+        blocker.write_text("a file where a folder should be")
+        with pytest.raises(RuntimeError, match="history_curves failed in the figure process"):
+            figures.call("history_curves", _HISTORY, blocker / "sub", False)()
+        folder = runs.RunFolder(tmp_path / "run")
+        folder.create()
+        config = RunConfig.from_options()
+        os.kill(figures._process.pid, signal.SIGSTOP)  # the job is sent, never answered
+        plots = _overlap.HistoryPlots(config, folder, _HISTORY, accuracy=False, figures=figures)
+        figures._process.kill()
+        figures._process.join(10)
+        assert set(plots.result()) == {"loss", "update_ratio"}  # drawn here instead
+        assert (tmp_path / "run" / "loss.png").stat().st_size > 0
+        plots = _overlap.HistoryPlots(config, folder, _HISTORY, accuracy=True, figures=figures)
+        assert set(plots.result()) == {"loss", "update_ratio", "accuracy"}  # gone before: here
+        assert (tmp_path / "run" / "accuracy.png").stat().st_size > 0
+    finally:
+        figures.close()
+
+
+def test_the_figure_process_ends_with_the_run_however_it_ends():
+    import os
+    import subprocess
+    import sys
+    import time
+
+    probe = (
+        "import os, sys\n"
+        "from jnn.runs import _overlap\n"
+        "figures = _overlap.FigureProcess.start()\n"
+        "print(figures._process.pid, flush=True)\n"
+        "os._exit(0)  # no close(), no atexit: as if killed\n"
+    )
+    # Popen, not run(): the figure process shares the probe's stdout, and must not be waited
+    # for through it.
+    probe = subprocess.Popen([sys.executable, "-c", probe], stdout=subprocess.PIPE, text=True)
+    pid = int(probe.stdout.readline())
+    assert probe.wait(timeout=120) == 0
+    probe.stdout.close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        with open(f"/proc/{pid}/stat") as f:  # a zombie (reaped by init later) has ended too
+            if f.read().split()[2] == "Z":
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"the figure process {pid} outlived its run")

@@ -175,7 +175,9 @@ def test_constant_init_svm_whiten_l1_max_norm_linear_end_to_end(tmp_path):
     assert rc == 0 and _summary(out)["test_accuracy"] == summary["test_accuracy"]
     np.savez(out / "preprocess.npz", **{**stored_stats, "mean": stored_stats["mean"] + 50.0})
     rc, spoiled, _ = _train("--out", str(out), "--resume", "--no-progress", "--no-plots")
-    assert rc == 0 and _summary(out)["test_loss"] != summary["test_loss"]
+    # (the constant init's scores barely depend on the input: the first layer's outputs do)
+    first = lambda s: s["activation_stats"]["dense_0"]["mean"]
+    assert rc == 0 and first(_summary(out)) != pytest.approx(first(summary), rel=1e-3)
     # --l1 and --max-norm reach the training step (jnn.regularizers' tests prove the step).
     config = RunConfig.from_json(stored)
     assert _setup.step_options(config, None) == {"l1": 1e-3, "max_norm": 0.5}

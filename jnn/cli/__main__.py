@@ -2,4 +2,5 @@
 
 from jnn.cli import run
 
-run()
+if __name__ == "__main__":  # not when a spawned helper process imports this module
+    run()

@@ -238,13 +238,14 @@ def _lines(config, main, extra, rows):
     return lines
 
 
-def finish(config, setup, folder, result, clock):
-    """Evaluates members and ensemble, writes the plots; returns ``(summary, plots, tables)``."""
+def finish(config, setup, folder, result, clock, figures=None):
+    """Evaluates members and ensemble, writes the plots (the history's in ``figures`` when
+    given); returns ``(summary, plots, tables)``."""
     import jnn.ensemble
     import jnn.monitor
 
     model, ds = setup.model, setup.ds
-    drawing = _overlap.HistoryPlots(config, folder, result.history)
+    drawing = _overlap.HistoryPlots(config, folder, result.history, figures=figures)
     main, extra = _evaluations(model, result, ds)
     rows = member_table(config, main, result.diverged)
     first = int(next(k for k, a in enumerate(result.alive) if a)) if result.alive.any() else 0
@@ -283,7 +284,7 @@ def finish(config, setup, folder, result, clock):
             state.params,
             ds.image_shape,
             reliability=(probs, ds.y_test),
-            drawn=drawing.result(),
+            drawn=drawing.result,
         )
     table = (
         "## Members\n\n"

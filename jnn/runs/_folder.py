@@ -184,15 +184,7 @@ class RunFolder:
         ``{name: path}``. A run draws them while it evaluates (see ``_overlap``)."""
         import jnn.plots as plots
 
-        return {
-            "loss": plots.loss_curve(history, self.path / "loss.png"),
-            "update_ratio": plots.update_ratio_curve(history, self.path / "update_ratio.png"),
-            **(
-                {"accuracy": plots.accuracy_curve(history, self.path / "accuracy.png")}
-                if accuracy
-                else {}
-            ),
-        }
+        return plots.history_curves(history, self.path, accuracy)
 
     @_primary_only(otherwise=dict)
     def write_plots(
@@ -206,22 +198,25 @@ class RunFolder:
           params: the final params (the first layer's weights are drawn).
           image_shape: the inputs' spatial layout, or ``None``.
           reliability: optional ``(probs, labels)`` for the reliability diagram.
-          drawn: :meth:`write_history_plots`' result when already drawn.
+          drawn: a function returning :meth:`write_history_plots`' result, drawn elsewhere
+            meanwhile (called once the figures drawn here are done).
         """
         import jnn.plots as plots
 
-        written = dict(drawn if drawn is not None else self.write_history_plots(history, accuracy))
+        more = {}
         if stats:  # none: the model does not show its layers' outputs (the report says so)
-            written["activations"] = plots.activation_histograms(
-                stats, self.path / "activations.png"
-            )
+            more["activations"] = plots.activation_histograms(stats, self.path / "activations.png")
         first = plots.first_layer(params, self.path / "first_layer.png", image_shape=image_shape)
         if first is not None:
-            written["first_layer"] = first
+            more["first_layer"] = first
         if reliability is not None:
-            written["reliability"] = plots.reliability_diagram(
+            more["reliability"] = plots.reliability_diagram(
                 *reliability, self.path / "reliability.png"
             )
+        history_plots = drawn() if drawn is not None else None
+        if history_plots is None:
+            history_plots = self.write_history_plots(history, accuracy)
+        written = {**history_plots, **more}
         return {k: Path(v).name for k, v in written.items()}
 
     @_primary_only

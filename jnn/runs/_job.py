@@ -195,20 +195,24 @@ def _run(config: RunConfig, folder: RunFolder, resume: bool, echo, clock, claim)
 def _one_pass(config: RunConfig, folder: RunFolder, resume: bool, echo, clock, claim):
     """The run as one straight line: build data, model and loss once; claim the folder; train
     in one mode (one model, or an ensemble); evaluate; write."""
-    _overlap.preload(config)
-    setup = build_setup(config, clock, folder, resume)
-    claim(echo)
-    folder.save_config(config)
-    if setup.preprocess is not None:
-        folder.save_preprocess(setup.preprocess)
-    echo(header(config, setup, folder))
-    _events.announce(config, echo)
-    if setup.note:
-        echo(setup.note)
-    mode = _ensemble_job if config.num_members > 1 else _single_job
-    setup, result = mode.fit(config, setup, folder, resume, echo)
-    clock.lap("fit")
-    summary, plots, tables = mode.finish(config, setup, folder, result, clock)
+    figures = _overlap.preload(config)
+    try:
+        setup = build_setup(config, clock, folder, resume)
+        claim(echo)
+        folder.save_config(config)
+        if setup.preprocess is not None:
+            folder.save_preprocess(setup.preprocess)
+        echo(header(config, setup, folder))
+        _events.announce(config, echo)
+        if setup.note:
+            echo(setup.note)
+        mode = _ensemble_job if config.num_members > 1 else _single_job
+        setup, result = mode.fit(config, setup, folder, resume, echo)
+        clock.lap("fit")
+        summary, plots, tables = mode.finish(config, setup, folder, result, clock, figures)
+    finally:
+        if figures is not None:
+            figures.close()
     _write_out(config, folder, summary, plots, tables, result, clock)
     echo_end(summary, folder, echo)
     return RunOutcome(folder.path, summary, 1 if result.stopped == "non_finite" else 0)

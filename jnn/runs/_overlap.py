@@ -1,25 +1,31 @@
-"""Work a run needs after training, started early on a background thread so that it overlaps
-with work that must happen anyway: the figure and event-file modules are imported while the
-epochs run (XLA releases the GIL), and the history's figures are drawn while the test set is
-evaluated."""
+"""Work a run needs after training, started early so that it overlaps with work that must
+happen anyway: the figure and event-file modules are imported while the data loads and the
+program compiles, and the history's figures are drawn in a second process (on another core;
+matplotlib would hold this process's GIL) while the test set is evaluated."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
 import importlib
+import multiprocessing
+import signal
 import threading
 
 from jnn.runs._config import RunConfig
 
-__all__ = ["HistoryPlots", "preload"]
+__all__ = ["FigureProcess", "HistoryPlots", "preload"]
 
 
-def preload(config: RunConfig) -> threading.Thread:
+def preload(config: RunConfig) -> FigureProcess | None:
     """Imports the modules the run's end will need: tensorboardX here (without PyTorch, see
     ``jnn.tensorboard.import_writer``); Orbax (the checkpoint manager) and matplotlib (through
     ``jnn.plots``) on a daemon thread while the data loads and the program compiles. An import
-    that fails here fails again, with its own message, where it is used."""
+    that fails here fails again, with its own message, where it is used.
+
+    Returns:
+      The started :class:`FigureProcess` when the run draws figures (``close`` it), else None.
+    """
     if config.tensorboard:
         from jnn import tensorboard
 
@@ -34,22 +40,109 @@ def preload(config: RunConfig) -> threading.Thread:
             except Exception:  # noqa: BLE001, S112 - reported where the module is used
                 continue
 
-    thread = threading.Thread(target=load, name="jnn-preload", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=load, name="jnn-preload", daemon=True).start()
+    return FigureProcess.start() if config.plots and _primary() else None
+
+
+def _primary() -> bool:
+    from jnn.runs._folder import _primary as primary
+
+    return primary()
+
+
+def _serve(conn) -> None:
+    """The figure process: calls the ``jnn.plots`` functions it is sent, in order, and sends
+    back each result (or the error's message), until it is told to stop or the run's end of
+    the pipe closes (the run ended, however it ended)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle
+    from jnn import plots
+
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        name, args = job
+        try:
+            conn.send((True, getattr(plots, name)(*args)))
+        except Exception as err:  # noqa: BLE001 - sent back, raised in the run
+            conn.send((False, f"{type(err).__name__}: {err}"))
+
+
+class FigureProcess:
+    """A second Python process (spawned: never a fork of a process running JAX) that calls
+    ``jnn.plots`` functions for the run, one at a time. It imports matplotlib as it starts,
+    while the run imports JAX, and ends with the run: ``close``, or the pipe closing."""
+
+    def __init__(self, conn, process):
+        self._conn, self._process = conn, process
+
+    @classmethod
+    def start(cls) -> FigureProcess | None:
+        """The started process, or None where one cannot start (the run draws in-process)."""
+        context = multiprocessing.get_context("spawn")
+        try:
+            conn, child = context.Pipe()
+            process = context.Process(target=_serve, args=(child,), name="jnn-figures")
+            process.daemon = True
+            process.start()
+        except (OSError, RuntimeError, ValueError):
+            return None
+        child.close()
+        return cls(conn, process)
+
+    def call(self, name: str, *args):
+        """Sends ``jnn.plots.<name>(*args)``; returns a function that waits for its result.
+
+        Raises:
+          OSError, EOFError: the process is gone (the caller draws in-process instead).
+          RuntimeError: (from the returned function) the drawing itself failed.
+        """
+        self._conn.send((name, args))
+
+        def result():
+            ok, value = self._conn.recv()
+            if not ok:
+                raise RuntimeError(f"jnn.plots.{name} failed in the figure process: {value}")
+            return value
+
+        return result
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._conn.send(None)
+        self._conn.close()
+        self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.kill()
 
 
 class HistoryPlots:
-    """The loss, accuracy and update-ratio figures, drawn on a background thread from the
-    moment training ends (``start``) until the run needs them (``result``)."""
+    """The loss, accuracy and update-ratio figures, drawn from the moment training ends until
+    the run needs them (``result``): in the run's :class:`FigureProcess` when it has one (the
+    run draws the other figures meanwhile), on a thread otherwise, in-process again if the
+    figure process is gone."""
 
-    def __init__(self, config: RunConfig, folder, history, accuracy: bool = True):
-        self._future = None
-        if config.plots:
-            pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jnn-plots")
-            self._future = pool.submit(folder.write_history_plots, history, accuracy)
-            pool.shutdown(wait=False)
+    def __init__(self, config: RunConfig, folder, history, accuracy=True, figures=None):
+        self._result = None
+        self._draw_here = lambda: folder.write_history_plots(history, accuracy)
+        if not config.plots:
+            return
+        if figures is not None:
+            with contextlib.suppress(OSError, EOFError, ValueError):
+                self._result = figures.call("history_curves", history, folder.path, accuracy)
+                return
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jnn-plots")
+        self._result = pool.submit(self._draw_here).result
+        pool.shutdown(wait=False)
 
     def result(self) -> dict | None:
         """``{name: path}`` once drawn (``None`` when the run draws no plots)."""
-        return None if self._future is None else self._future.result()
+        if self._result is None:
+            return None
+        try:
+            return self._result()
+        except (OSError, EOFError):  # the figure process died: draw them here
+            return self._draw_here()

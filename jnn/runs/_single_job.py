@@ -46,12 +46,13 @@ def fit(config: RunConfig, setup: Setup, folder: RunFolder, resume, echo):
     return setup, result._replace(state=on_host(result.state))
 
 
-def finish(config, setup, folder, result, clock):
-    """Evaluates the model, writes the plots; returns ``(summary, plots, tables)``."""
+def finish(config, setup, folder, result, clock, figures=None):
+    """Evaluates the model, writes the plots (the history's in ``figures``, a
+    ``_overlap.FigureProcess``, when given); returns ``(summary, plots, tables)``."""
     import jnn.monitor
     import jnn.train
 
-    drawing = _overlap.HistoryPlots(config, folder, result.history, setup.task.is_classes)
+    drawing = _overlap.HistoryPlots(config, folder, result.history, setup.task.is_classes, figures)
     state = result.state
     test = jnn.train.evaluate(
         setup.model, state.params, state.model_state, setup.ds.x_test, setup.ds.y_test, setup.loss
@@ -78,7 +79,7 @@ def finish(config, setup, folder, result, clock):
             state.params,
             setup.ds.image_shape,
             accuracy=setup.task.is_classes,
-            drawn=drawing.result(),
+            drawn=drawing.result,
         )
     return summary, plots, tables
 
