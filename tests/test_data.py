@@ -266,3 +266,41 @@ def test_generate_mnist1d_leaves_the_global_random_states_alone():
         assert random.getstate() == python_before
     finally:
         np.random.set_state(saved)  # noqa: NPY002
+
+
+_CACHED_LOAD_PROBE = """
+import sys
+import jnn.data
+ds = jnn.data.load_mnist1d()
+assert ds.x_train.shape == (3600, 40), ds.x_train.shape
+print(sorted(m for m in sys.modules if m == "mnist1d" or m.startswith("mnist1d.")))
+"""
+
+
+def test_mnist1d_loads_without_importing_the_mnist1d_package(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "JNN_CACHE_DIR": str(tmp_path)}
+    run = lambda: subprocess.run(
+        [sys.executable, "-c", _CACHED_LOAD_PROBE], env=env, capture_output=True, text=True
+    )
+    generated, cached = run(), run()  # the package costs ~2.7 s of imports, more than the data
+    assert generated.returncode == 0 and cached.returncode == 0, generated.stderr + cached.stderr
+    assert generated.stdout.strip() == "[]" and cached.stdout.strip() == "[]"
+    assert len(list(tmp_path.rglob("*mnist1d*"))) > 0  # the second one read the cache
+
+
+def test_mnist1d_constants_are_the_packages():
+    from mnist1d.data import get_dataset_args, get_templates
+
+    from jnn.data import _mnist1d
+
+    ours, theirs = _mnist1d.get_templates(), get_templates()
+    assert set(ours) == set(theirs)
+    for k in theirs:
+        assert ours[k].dtype == np.asarray(theirs[k]).dtype, k
+        np.testing.assert_array_equal(ours[k], theirs[k])
+    expected = {k: v for k, v in vars(get_dataset_args()).items() if k != "url"}
+    assert vars(_mnist1d.default_args()) == expected
