@@ -239,10 +239,16 @@ def measure(name, repeats, epochs=None):
 
 
 def main(repeats, markdown, epochs=None):
-    from _machine import cpu_name, emit, load_average  # noqa: PLC0415 (benchmarks/ on the path)
+    from _machine import (  # noqa: PLC0415 (benchmarks/ on the path)
+        cpu_name,
+        emit,
+        load_average,
+        matmul_rate,
+    )
 
     lines = [
-        f"Machine: {cpu_name()}, {os.cpu_count()} cores; {load_average()}.",
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores; {load_average()}; float32 matmul "
+        f"2048² at {matmul_rate():.0f} GFLOP/s.",
         "",
         "| run | jnn cold | jnn warm | PyTorch eager | Keras 3 (JAX) | cold / PyTorch |"
         " cold / Keras | warm / PyTorch | steady epoch jnn / PyTorch / Keras |"
