@@ -59,6 +59,8 @@ def test_help_answers_without_importing_jax():
 def test_the_jnn_process_tunes_the_collector_and_main_leaves_it_alone(monkeypatch):
     import gc
 
+    from jnn import _process
+
     calls = []
     monkeypatch.setattr(gc, "set_threshold", lambda *t: calls.append(("threshold", t)))
     monkeypatch.setattr(gc, "freeze", lambda: calls.append(("freeze",)))
@@ -66,7 +68,7 @@ def test_the_jnn_process_tunes_the_collector_and_main_leaves_it_alone(monkeypatc
     with pytest.raises(SystemExit) as exit_:
         cli.run()
     assert exit_.value.code == 3
-    assert calls == [("threshold", cli._GC_THRESHOLDS), ("main",), ("freeze",)]
+    assert calls == [("threshold", _process.THRESHOLDS), ("main",), ("freeze",)]
     monkeypatch.undo()
     before = gc.get_threshold()
     assert cli.main(["--help"]) == 0

@@ -11,7 +11,6 @@ once.
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 import threading
 
@@ -76,37 +75,21 @@ def main(argv=None) -> int:
     if threading.current_thread() is not threading.main_thread():
         return _main(argv)
     with _signals.guard(hard_exit=True) as gate:
-        gate.describe = _interrupts_startup
+        from jnn.runs._interrupts import startup  # no JAX import
+
+        gate.describe = startup
         return _main(argv, gate)
 
 
-# Allocations between young-generation collections for the `jnn` process (CPython's default:
-# 700). Importing and tracing JAX allocates millions of long-lived objects, and the default
-# thresholds collect 600+ times in a default `jnn train` (0.47 s measured), these 0.13 s.
-_GC_THRESHOLDS = (50_000, 20, 20)
-
-
 def run() -> None:
-    """The ``jnn`` process (the console script and ``python -m jnn.cli``): :func:`main`, in a
-    process that owns its garbage collector. Young objects are collected less often (see
-    ``_GC_THRESHOLDS``), and at the end every object is frozen (``gc.freeze``) so that the
-    interpreter's exit does not walk the whole heap looking for cycles (0.5 s measured after
-    a default ``jnn train``); files are closed by then, and the memory goes back with the
-    process. Python callers use :func:`main`, which leaves the collector alone.
+    """The ``jnn`` process (console script, ``python -m jnn.cli``): :func:`main` under
+    ``jnn._process.owned_collector``, then ``SystemExit`` with its code (:func:`main` leaves
+    the garbage collector alone)."""
+    from jnn import _process
 
-    Raises:
-      SystemExit: with :func:`main`'s exit code.
-    """
-    gc.set_threshold(*_GC_THRESHOLDS)
-    code = main()
-    gc.freeze()
+    with _process.owned_collector():
+        code = main()
     raise SystemExit(code)
-
-
-def _interrupts_startup(signal_name: str) -> str:
-    from jnn.runs._interrupts import startup
-
-    return startup(signal_name)
 
 
 def _main(argv, gate=None) -> int:
@@ -128,10 +111,6 @@ def _main(argv, gate=None) -> int:
         if gate is not None and gate.received:  # a real signal: say what is saved, end now
             gate.exit_now()
         print(f"interrupted ({name})", file=sys.stderr)
-        return _signals_exit_code(name)
+        from jnn._signals import exit_code
 
-
-def _signals_exit_code(name: str) -> int:
-    from jnn._signals import exit_code
-
-    return exit_code(name)
+        return exit_code(name)
