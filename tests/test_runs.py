@@ -273,7 +273,7 @@ def test_the_figure_process_draws_in_another_process_and_falls_back_when_gone(tm
         os.kill(figures._process.pid, signal.SIGSTOP)  # the job is sent, never answered
         plots = _overlap.HistoryPlots(config, folder, _HISTORY, accuracy=False, figures=figures)
         figures._process.kill()
-        figures._process.join(10)
+        figures._process.wait(10)
         assert set(plots.result()) == {"loss", "update_ratio"}  # drawn here instead
         assert (tmp_path / "run" / "loss.png").stat().st_size > 0
         plots = _overlap.HistoryPlots(config, folder, _HISTORY, accuracy=True, figures=figures)
@@ -313,3 +313,28 @@ def test_the_figure_process_ends_with_the_run_however_it_ends():
                 return
         time.sleep(0.2)
     raise AssertionError(f"the figure process {pid} outlived its run")
+
+
+def test_a_script_without_a_main_guard_runs_once_and_gets_its_figures(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"  # no `if __name__ == "__main__"`, as many scripts are
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(runs.__file__).parents[2])!r})  # jnn, not via PYTHONPATH\n"
+        "from jnn import runs\n"
+        "config = runs.RunConfig.from_options(widths=(8,), epochs=2, batch_size=128,\n"
+        f"    out={str(tmp_path / 'run')!r}, progress=False, tensorboard=False)\n"
+        "runs.train_run(config)\n"
+        "print('RAN', flush=True)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("RAN") == 1 and "Traceback" not in done.stderr, done.stderr
+    for name in ("loss", "accuracy", "update_ratio", "activations", "first_layer"):
+        assert (tmp_path / "run" / f"{name}.png").stat().st_size > 0

@@ -9,7 +9,9 @@ import concurrent.futures
 import contextlib
 import importlib
 import multiprocessing
-import signal
+import os
+import subprocess
+import sys
 import threading
 
 from jnn.runs._config import RunConfig
@@ -50,31 +52,11 @@ def _primary() -> bool:
     return primary()
 
 
-def _serve(conn) -> None:
-    """The figure process: calls the ``jnn.plots`` functions it is sent, in order, and sends
-    back each result (or the error's message), until it is told to stop or the run's end of
-    the pipe closes (the run ended, however it ended)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle
-    from jnn import plots
-
-    while True:
-        try:
-            job = conn.recv()
-        except (EOFError, OSError):
-            return
-        if job is None:
-            return
-        name, args = job
-        try:
-            conn.send((True, getattr(plots, name)(*args)))
-        except Exception as err:  # noqa: BLE001 - sent back, raised in the run
-            conn.send((False, f"{type(err).__name__}: {err}"))
-
-
 class FigureProcess:
-    """A second Python process (spawned: never a fork of a process running JAX) that calls
-    ``jnn.plots`` functions for the run, one at a time. It imports matplotlib as it starts,
-    while the run imports JAX, and ends with the run: ``close``, or the pipe closing."""
+    """A second Python process (``jnn.runs._figure_worker``: a fresh interpreter, never a
+    fork of a process running JAX) that calls ``jnn.plots`` functions for the run, one at a
+    time. It imports matplotlib as it starts, while the run imports JAX, and ends with the
+    run: ``close``, or the run's end of the connection closing."""
 
     def __init__(self, conn, process):
         self._conn, self._process = conn, process
@@ -82,13 +64,17 @@ class FigureProcess:
     @classmethod
     def start(cls) -> FigureProcess | None:
         """The started process, or None where one cannot start (the run draws in-process)."""
-        context = multiprocessing.get_context("spawn")
         try:
-            conn, child = context.Pipe()
-            process = context.Process(target=_serve, args=(child,), name="jnn-figures")
-            process.daemon = True
-            process.start()
-        except (OSError, RuntimeError, ValueError):
+            conn, child = multiprocessing.Pipe()
+            command = [sys.executable, "-m", "jnn.runs._figure_worker", str(child.fileno())]
+            path = os.pathsep.join(p for p in sys.path if p)  # where this process found jnn
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                pass_fds=[child.fileno()],
+                env={**os.environ, "PYTHONPATH": path},
+            )
+        except (OSError, ValueError):
             return None
         child.close()
         return cls(conn, process)
@@ -114,9 +100,11 @@ class FigureProcess:
         with contextlib.suppress(OSError, ValueError):
             self._conn.send(None)
         self._conn.close()
-        self._process.join(timeout=10)
-        if self._process.is_alive():
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             self._process.kill()
+            self._process.wait()
 
 
 class HistoryPlots:
