@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jnn import _tree
+from jnn import _memo, _tree
 from jnn._dtypes import at_least_float32
 from jnn._foreign import as_model
 
@@ -38,6 +38,8 @@ __all__ = [
     "grad_norms",
     "identical_units",
     "input_scale",
+    "intermediates_program",
+    "program_inputs",
     "ratio_medians",
     "update_ratios",
 ]
@@ -114,6 +116,25 @@ def _layer_stats(y, kind: str, bins: int) -> dict:
     }
 
 
+def intermediates_program(model, train: bool = False):
+    """``model``'s jitted ``(params, state, x, key) -> {layer name: output}`` (its
+    ``apply_intermediates``), one per model and mode: :func:`activation_stats` and the
+    TensorBoard histograms (``jnn.tensorboard``) share one compiled program."""
+    return _intermediates_program(model, bool(train))
+
+
+@_memo.cached
+def _intermediates_program(model, train: bool):
+    return jax.jit(lambda p, s, x, k: model.apply_intermediates(p, s, x, key=k, train=train)[2])
+
+
+def program_inputs(tree):
+    """``tree``'s leaves as uncommitted device arrays (host or device, committed or not, they
+    come in): every caller of :func:`intermediates_program` then hits the same compiled
+    entry (jit keys its cache on committedness too)."""
+    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), tree)
+
+
 def activation_stats(model, params, state, x, *, key=None, train=False, bins=30) -> dict:
     """Statistics of every layer's output from one forward pass of a ``Serial`` model (or of
     every submodule of a Flax linen model; see ``jnn.interop``).
@@ -140,8 +161,8 @@ def activation_stats(model, params, state, x, *, key=None, train=False, bins=30)
     """
     model = as_model(model)
     if hasattr(model, "apply_intermediates"):
-        forward = jax.jit(lambda p, s, x, k: model.apply_intermediates(p, s, x, key=k, train=train))
-        _, _, outputs = forward(params, state, x, key)
+        params, state = program_inputs((params, state))
+        outputs = intermediates_program(model, train)(params, state, x, key)
         named = [
             (name, _layer_kind(layer), outputs[name])
             for name, layer in zip(model.names, model.layers, strict=True)

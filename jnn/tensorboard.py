@@ -229,22 +229,36 @@ def write_figures(logdir, figures: dict) -> None:
 
 
 def _activations_fn(model, sample):
-    """A compiled ``params, state -> {layer: outputs}`` on ``sample`` (vmapped over members
-    when ``members``), or ``None`` for a model without ``apply_intermediates``."""
+    """``(single, stacked)``: ``params, state -> {layer: outputs}`` on ``sample``, for one
+    model (through ``jnn.monitor.intermediates_program``, the program the run's activation
+    statistics use) and vmapped over an ensemble's members; ``None`` for a model without
+    ``apply_intermediates``."""
     if sample is None or not hasattr(model, "apply_intermediates"):
         return None
     import jax
     import jax.numpy as jnp
 
-    def one(params, state):
+    from jnn import monitor
+
+    def cast(params):
         leaves = jax.tree.leaves(params)
-        x = jnp.asarray(sample)
-        if leaves and jnp.issubdtype(x.dtype, jnp.floating):
+        x = np.asarray(sample)
+        if leaves and np.issubdtype(x.dtype, np.floating):
             x = x.astype(leaves[0].dtype)
-        outputs = model.apply_intermediates(params, state, x, train=False)[2]
+        return x
+
+    def arrays(outputs):
         return {k: v for k, v in outputs.items() if hasattr(v, "dtype")}
 
-    return jax.jit(one), jax.jit(jax.vmap(one))
+    def single(params, state):
+        params, state = monitor.program_inputs((params, state))
+        return arrays(monitor.intermediates_program(model)(params, state, cast(params), None))
+
+    def one(params, state):
+        x = jnp.asarray(cast(params))
+        return arrays(model.apply_intermediates(params, state, x, train=False)[2])
+
+    return single, jax.jit(jax.vmap(one))
 
 
 def histogram_epoch(epoch: int) -> bool:

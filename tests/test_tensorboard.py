@@ -6,6 +6,7 @@ import logging
 import sys
 
 import chex
+import jax
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -13,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 import jnn.ensemble
+import jnn.monitor
 import jnn.nn as nn
 import jnn.optim
 import jnn.train
@@ -70,6 +72,7 @@ def assert_epochs_logged(acc, history):
 
 def test_fit_writes_every_series_once_per_epoch_and_real_histograms(digits, tmp_path, key):
     train, val = digits
+    jnn.monitor._intermediates_program.cache_clear()
     result = jnn.train.fit(
         MODEL, softmax_cross_entropy, jnn.optim.adam(1e-2), train, epochs=2, batch_size=64,
         key=key, val_data=val, progress=False, learning_rate=1e-2, tensorboard_dir=tmp_path,
@@ -97,6 +100,14 @@ def test_fit_writes_every_series_once_per_epoch_and_real_histograms(digits, tmp_
         last = events[-1].histogram_value
         assert last.num == values.size and last.max == pytest.approx(values.max(), rel=1e-5)
         assert last.sum == pytest.approx(values.sum(), rel=1e-4)
+    # The run's activation statistics reuse the histograms' compiled program (one compile).
+    assert jnn.monitor.intermediates_program(MODEL)._cache_size() == 1
+    state = result.state
+    on_host = jax.tree.map(np.asarray, (state.params, state.model_state))  # as runs pass them
+    stats = jnn.monitor.activation_stats(MODEL, *on_host, val[0])
+    assert stats["dense_0"]["mean"] == pytest.approx(hidden.mean(), rel=1e-4)
+    assert jnn.monitor.intermediates_program(MODEL)._cache_size() == 1
+    assert jnn.monitor._intermediates_program.cache_len() == 1  # one program, not one each
 
 
 def test_ensemble_writes_its_series_and_one_run_per_member_with_its_hyperparameters(
