@@ -304,3 +304,16 @@ def test_mnist1d_constants_are_the_packages():
         np.testing.assert_array_equal(ours[k], theirs[k])
     expected = {k: v for k, v in vars(get_dataset_args()).items() if k != "url"}
     assert vars(_mnist1d.default_args()) == expected
+
+
+def test_split_standardisation_equals_one_standardize_call_per_part():
+    from jnn import preprocessing
+    from jnn.data._dataset import _standardized
+
+    rng = np.random.default_rng(0)
+    parts = [rng.normal(3.0, 2.0, (n, 7)).astype(np.float32) for n in (50, 9, 13)]
+    parts[0][:, 2] = 1.5  # a constant feature: centred only
+    stats = preprocessing.fit_standardize(parts[0])
+    for got, part in zip(_standardized(*parts), parts, strict=True):
+        want = np.asarray(preprocessing.standardize(stats, part))
+        assert got.dtype == np.float32 and np.array_equal(got, want)

@@ -60,6 +60,21 @@ def to_images(ds: Dataset) -> Dataset:
     )
 
 
+def _standardized(x_train, *others) -> list[np.ndarray]:
+    """``jnn.preprocessing.standardize`` fitted on ``x_train``, applied to it and ``others``
+    in one jitted call on their concatenation (element by element the same operations, so
+    the same numbers as one call each: one compile instead of a dozen eager ones, ~0.5 s of
+    a first run)."""
+    import jax
+
+    from jnn import preprocessing
+
+    stats = preprocessing.fit_standardize(np.asarray(x_train, np.float32))
+    parts = [np.asarray(a, np.float32) for a in (x_train, *others)]
+    together = np.asarray(jax.jit(preprocessing.standardize)(stats, np.concatenate(parts)))
+    return np.split(together, np.cumsum([len(a) for a in parts])[:-1])
+
+
 def split_and_standardize(
     x, y, x_test, y_test, *, val_fraction, seed, standardize, regression=False
 ) -> dict:
@@ -74,12 +89,7 @@ def split_and_standardize(
         x, y, test_size=val_fraction, random_state=seed, stratify=None if regression else y
     )
     if standardize:
-        from jnn import preprocessing
-
-        stats = preprocessing.fit_standardize(np.asarray(x_tr, np.float32))
-        x_tr, x_val, x_test = (
-            np.asarray(preprocessing.standardize(stats, a)) for a in (x_tr, x_val, x_test)
-        )
+        x_tr, x_val, x_test = _standardized(x_tr, x_val, x_test)
     f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)
     i32 = f32 if regression else lambda a: np.ascontiguousarray(a, dtype=np.int32)
     parts = (f32(x_tr), i32(y_tr), f32(x_val), i32(y_val), f32(x_test), i32(y_test))
