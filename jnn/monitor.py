@@ -129,10 +129,10 @@ def _intermediates_program(model, train: bool):
 
 
 def program_inputs(tree):
-    """``tree``'s leaves as uncommitted device arrays (host or device, committed or not, they
-    come in): every caller of :func:`intermediates_program` then hits the same compiled
-    entry (jit keys its cache on committedness too)."""
-    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), tree)
+    """``tree``'s host (NumPy) leaves as device arrays, device arrays as they are: callers of
+    :func:`intermediates_program` that pass host arrays (a run's final state, TensorBoard's
+    copies) hit one compiled entry (jit keys its cache on committedness too)."""
+    return jax.tree.map(lambda a: a if isinstance(a, jax.Array) else jnp.asarray(a), tree)
 
 
 def activation_stats(model, params, state, x, *, key=None, train=False, bins=30) -> dict:

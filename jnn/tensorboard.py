@@ -250,8 +250,8 @@ def _activations_fn(model, sample):
     def arrays(outputs):
         return {k: v for k, v in outputs.items() if hasattr(v, "dtype")}
 
-    def single(params, state):
-        params, state = monitor.program_inputs((params, state))
+    def single(params, state):  # host copies: the entry a run's final (host) state uses
+        params, state = monitor.program_inputs(jax.tree.map(np.asarray, (params, state)))
         return arrays(monitor.intermediates_program(model)(params, state, cast(params), None))
 
     def one(params, state):

@@ -475,3 +475,15 @@ def test_fit_on_one_example_per_class_names_only_what_the_user_gave():
         train.fit(*args, (x, y), val_data=(bad_x, y), **options)
     with pytest.raises(ValueError, match="got 7 in y_val"):
         train.fit(*args, (x, y), val_data=(x, np.full(5, 7)), **options)
+
+
+def test_recorded_learning_rate_of_a_python_branching_schedule_and_of_an_optax_one():
+    from jnn.train._fit import recorded_learning_rate
+
+    steps = lambda count: 0.1 if count < 5 else 0.01  # cannot be traced: evaluated eagerly
+    assert recorded_learning_rate(steps, None, 5) == 0.1
+    assert recorded_learning_rate(steps, None, 7) == 0.01
+    cosine = optax.warmup_cosine_decay_schedule(0.0, 3e-3, 10, 100)
+    for step in (1, 11, 57, 100):
+        want = float(np.float32(cosine(step - 1)))
+        assert recorded_learning_rate(cosine, None, step) == pytest.approx(want, rel=1e-6)

@@ -66,10 +66,17 @@ def injected_learning_rate(opt_state):
 
 
 @_memo.cached
-def _compiled_schedule(schedule):
-    """``schedule`` jitted: one compiled call per epoch's record instead of a handful of eager
-    operations (~10 ms a record for a warm-up + cosine schedule)."""
-    return jax.jit(schedule)
+def _schedule_value(schedule):
+    """``count -> schedule(count)``: jitted (one compiled call per epoch's record instead of a
+    handful of eager operations, ~10 ms a record for a warm-up + cosine schedule), or called
+    with a Python int as before for a schedule that cannot be traced with an int32 step (one
+    that branches in Python on it, or mixes it with floats under strict dtype promotion)."""
+    jitted = jax.jit(schedule)
+    try:
+        jitted(np.asarray(0, np.int32))
+    except Exception:  # noqa: BLE001 - any tracing failure: the eager path, which worked before
+        return lambda count: schedule(int(count))
+    return jitted
 
 
 def recorded_learning_rate(learning_rate, opt_state, step: int):
@@ -81,7 +88,7 @@ def recorded_learning_rate(learning_rate, opt_state, step: int):
 
     if callable(learning_rate):
         count = np.asarray(max(step - 1, 0), np.int32)
-        return float(_compiled_schedule(learning_rate)(count))
+        return float(_schedule_value(learning_rate)(count))
     return float(learning_rate)
 
 
