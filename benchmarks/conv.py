@@ -7,9 +7,16 @@ epoch of plain SGD (``--steps`` minibatches) for two small conv nets and each lo
 * ``scan``: the whole epoch as one jitted ``lax.scan`` over the minibatches;
 * ``steps``: the same epoch as ``--steps`` calls of one jitted step.
 
+Then ``--layers``: one layer's forward + backward inside a 20-step ``lax.scan`` (the layers of
+the MNIST-1D CNN and a 2-D pool), for the layouts ``jnn.nn`` chose between: im2col as one
+concatenated ``(window * in)`` axis contracted by a 3-D dot (the layout before 2026-12-06), the
+current one (``jnn.nn.Conv(lowering="im2col")``: window and channel axes stacked, a 2-D matmul
+for one input channel) and XLA's conv; ``MaxPool`` / ``AvgPool`` as ``reduce_window`` or strided
+slices.
+
 Medians of ``--repeats`` runs after a warm-up, each ended by ``block_until_ready``.
 
-    python benchmarks/conv.py [--repeats 5] [--steps 40]
+    python benchmarks/conv.py [--repeats 5] [--steps 40] [--layers]
 """
 
 import argparse
@@ -21,8 +28,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from jnn import nn
+from jnn.nn._conv import _windows
 
 
 def conv2d_net(lowering, pool_lowering):
@@ -105,10 +114,61 @@ def bench(build, shape, lowering, pool_lowering, steps, repeats):
     return t_scan, t_steps
 
 
+def _concatenated_im2col(x, w, strides, pads):
+    """im2col as jnn lowered it before 2026-12-06: slices concatenated on the channel axis,
+    ``(batch, *out, window * in)``, contracted with ``w.reshape(-1, out)`` by a 3-D dot."""
+    patches = jnp.concatenate(list(_windows(x, w.shape[:-2], strides, pads, 0)), axis=-1)
+    wmat = w.reshape(-1, w.shape[-1])
+    return lax.dot_general(patches, wmat, (((patches.ndim - 1,), (0,)), ((), ())))
+
+
+def _in_scan(fn, x, *args, length=20):
+    """Microseconds per step of ``fn``'s forward + backward inside a ``lax.scan``."""
+
+    def body(c, _):
+        y, vjp = jax.vjp(lambda x: fn(x, *args), x + c)
+        return c + 1e-9 * jnp.sum(vjp(y)[0]), None
+
+    run = jax.jit(lambda x: lax.scan(body, jnp.zeros((), x.dtype), None, length=length)[0])
+    return 1e6 * median_seconds(lambda: run(x), 9) / length
+
+
+def layer_table(repeats):
+    """Per-layer forward + backward in a scan: conv layouts and pool lowerings."""
+    rng = np.random.default_rng(0)
+    rand = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)
+    conv = lambda layer: lambda x, w: layer.apply({"w": w, "b": jnp.zeros(w.shape[-1])}, {}, x)[0]
+    print("\n| layer | layout | µs per step in a scan (fwd + bwd) |\n|---|---|---:|")
+    for length, cin in ((40, 1), (20, 64), (10, 64)):
+        x, w = rand(64, length, cin), rand(5, cin, 64)
+        name = f"Conv 5 x {cin} -> 64 on (64, {length}, {cin})"
+        forms = {
+            "im2col, concatenated (before)": lambda x, w: _concatenated_im2col(
+                x, w, (1,), ((2, 2),)
+            ),
+            "im2col, stacked (now)": conv(nn.Conv(64, 5, lowering="im2col")),
+            "XLA conv": conv(nn.Conv(64, 5, lowering="xla")),
+        }
+        for _ in range(repeats // 3 or 1):
+            for form, fn in forms.items():
+                print(f"| {name} | {form} | {_in_scan(fn, x, w):.0f} |", flush=True)
+    for shape, window in (((64, 40, 64), (2,)), ((32, 16, 16, 32), (2, 2))):
+        x = rand(*shape)
+        for cls in (nn.MaxPool, nn.AvgPool):
+            for lowering in ("xla", "im2col"):
+                layer = cls(window, lowering=lowering)
+                fn = lambda x, layer=layer: layer.forward(x)
+                print(
+                    f"| {cls.__name__}{window} on {shape} | {lowering} | {_in_scan(fn, x):.0f} |",
+                    flush=True,
+                )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--layers", action="store_true", help="also time single layers")
     args = parser.parse_args()
     configs = [("im2col", "im2col"), ("xla", "xla"), ("im2col", "xla")]
     print(
@@ -131,6 +191,8 @@ def main():
                 f"| {t_scan / t_steps:.2f} |",
                 flush=True,
             )
+    if args.layers:
+        layer_table(args.repeats)
 
 
 if __name__ == "__main__":

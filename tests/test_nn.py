@@ -260,6 +260,45 @@ def test_pools_match_numpy(window, strides, padding, kind):
         np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6, err_msg=lowering)
 
 
+def _np_max_pool_grad(x, window, strides, cot):
+    """d sum(max_pool(x) * cot) / dx for "VALID" windows: each window's cotangent goes to its
+    maximum (the inputs are drawn without ties)."""
+    grad = np.zeros_like(x)
+    for idx in itertools.product(*(range(o) for o in cot.shape[1:-1])):
+        starts = [i * s for i, s in zip(idx, strides, strict=True)]
+        sl = tuple(slice(a, a + k) for a, k in zip(starts, window, strict=True))
+        patch = x[(slice(None), *sl, slice(None))]
+        flat = patch.reshape(len(x), -1, x.shape[-1])
+        arg = np.unravel_index(flat.argmax(axis=1), window)  # per (batch, channel)
+        for n in range(len(x)):
+            for c in range(x.shape[-1]):
+                at = tuple(a + o[n, c] for a, o in zip(starts, arg, strict=True))
+                grad[(n, *at, c)] += cot[(n, *idx, c)]
+    return grad
+
+
+@pytest.mark.parametrize(("window", "strides"), [((2,), (2,)), ((3,), (2,)), ((2, 2), (2, 2))])
+def test_max_pool_gradients_match_numpy_in_both_lowerings(window, strides):
+    x = _rand(7, (2, 9, 3) if len(window) == 1 else (2, 6, 4, 3))
+    for lowering in ("auto", "im2col", "xla"):
+        layer = nn.MaxPool(window, strides, lowering=lowering)
+        y, vjp = jax.vjp(lambda x, layer=layer: layer.forward(x), jnp.asarray(x))
+        cot = _rand(8, y.shape)
+        (grad,) = jax.jit(vjp)(jnp.asarray(cot))
+        ref = _np_max_pool_grad(x, window, strides, cot)
+        np.testing.assert_allclose(grad, ref, rtol=1e-6, atol=1e-6, err_msg=lowering)
+
+
+def test_pool_auto_lowerings():
+    """MaxPool follows default_lowering (im2col on CPU: select_and_scatter is slow in a scan);
+    AvgPool's sum keeps reduce_window everywhere."""
+    x = jnp.ones((1, 4, 1))
+    max_jaxpr = str(jax.make_jaxpr(nn.MaxPool(2).forward)(x))
+    avg_jaxpr = str(jax.make_jaxpr(nn.AvgPool(2).forward)(x))
+    assert ("reduce_window_max" in max_jaxpr) == (nn.default_lowering() == "xla")
+    assert "reduce_window_sum" in avg_jaxpr
+
+
 # ----------------------------------------------------------------------------- Dropout
 
 

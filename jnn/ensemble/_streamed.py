@@ -91,19 +91,25 @@ class StreamedEnsemble(_resident._Ensemble):
             _resident._epoch_keys(self.run_keys, epoch)
         )
         idx = self.feed.steps(order_keys, self.extra)
-        pair, position = (carry.state, carry.bad), dict(position or {})
-        guard = bool(jnp.any(carry.bad >= 0))
-        summary = None
-        for chunk, last in _stream.placed_chunks(self.feed.chunks(idx, position)):
-            new, out = self._chunk(guard, pair, chunk, step_keys, last)
-            if not guard and not bool(np.all(_sharding.host(out["finite"]))):
-                guard = True  # from here on, a diverged member stays frozen
-                new, out = self._chunk(True, pair, chunk, step_keys, last)
-            pair, summary = new, _sharding.host(out)
+        run = {"guard": bool(jnp.any(carry.bad >= 0)), "position": dict(position or {})}
+
+        def dispatch(pair, chunk, last):
+            return self._chunk(run["guard"], pair, chunk, step_keys, last)
+
+        def settle(before, chunk, last, new, out):
+            if not run["guard"] and not bool(np.all(_sharding.host(out["finite"]))):
+                run["guard"] = True  # from here on, a diverged member stays frozen
+                new, out = self._chunk(True, before, chunk, step_keys, last)
+            run["summary"] = summary = _sharding.host(out)
             step = int(_sharding.host(new[0].step)[0])
-            position = _position(position, chunk, summary, step, self.feed)
+            run["position"] = _position(run["position"], chunk, summary, step, self.feed)
             if between is not None and not last:
-                between(_resident.EnsembleCarry(*pair, carry.snapshots), position)
+                between(_resident.EnsembleCarry(*new, carry.snapshots), run["position"])
+            return new, None
+
+        chunks = _stream.placed_chunks(self.feed.chunks(idx, run["position"]))
+        pair, _ = _stream.pipelined(chunks, (carry.state, carry.bad), dispatch, settle)
+        position, summary = run["position"], run.get("summary")
         state, bad = pair
         done = _resident.EnsembleCarry(
             state, bad, self._snapshot(carry.snapshots, state, epoch + 1)

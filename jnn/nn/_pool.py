@@ -10,7 +10,7 @@ import numpy as np
 from jax import lax
 
 from jnn.nn._base import _positive_ints, _Windowed
-from jnn.nn._conv import _resolve, _windows
+from jnn.nn._conv import _resolve, _windows, default_lowering
 
 __all__ = ["AvgPool", "MaxPool"]
 
@@ -38,12 +38,13 @@ class _Pool(_Windowed):
             return self.window_tuple
         return _positive_ints(self, "strides", self.strides, len(self.window_tuple))
 
+    auto_lowering = staticmethod(lambda: "xla")
+
     def _pool(self, x, init_value, op):
         pads = self.spatial_pads(x.shape)
         window, strides = self.window_tuple, self.stride_tuple
-        # reduce_window does not slow down inside lax.scan (unlike XLA's CPU conv) and its
-        # backward pass beats the sliced one: "auto" is "xla" on every backend.
-        if self.lowering == "im2col":
+        lowering = self.auto_lowering() if self.lowering == "auto" else self.lowering
+        if lowering == "im2col":
             slices = _windows(x, window, strides, pads, init_value)
             out = next(slices)
             for s in slices:
@@ -66,10 +67,14 @@ class MaxPool(_Pool):
         A window that does not fit its (padded) input (``"VALID"`` with a window larger than
         the input) raises ``ValueError`` at ``init`` / ``apply`` instead of an empty output.
       lowering: ``"xla"`` (``lax.reduce_window``), ``"im2col"`` (elementwise max of strided
-        slices) or ``"auto"`` (= ``"xla"`` on every backend: unlike the convolution,
-        ``reduce_window`` is not slow inside ``lax.scan`` on CPU; see ``benchmarks/conv.py``).
-        Same numbers.
+        slices) or ``"auto"`` (:func:`jnn.nn.default_lowering`: ``"im2col"`` on CPU, where the
+        backward pass of ``reduce_window``'s max (``select_and_scatter``) ran 3-7x slower
+        inside ``lax.scan`` than the sliced one; ``"xla"`` elsewhere). The same outputs, and
+        the same gradients except at ties within a window, where ``"xla"`` gives the whole
+        gradient to the first maximum and ``"im2col"`` shares it equally (as ``jnp.max``).
     """
+
+    auto_lowering = staticmethod(default_lowering)
 
     def forward(self, x):
         return self._pool(x, -jnp.inf, lax.max)
@@ -80,7 +85,8 @@ class AvgPool(_Pool):
     """Mean over windows of the spatial axes, per channel (arguments as :class:`MaxPool`).
 
     With ``"SAME"`` padding the zeros count in the mean (divides by the window size, like Flax's
-    ``avg_pool`` default ``count_include_pad=True``).
+    ``avg_pool`` default ``count_include_pad=True``). ``lowering="auto"`` is ``"xla"`` on every
+    backend (a sum's ``reduce_window`` has a cheap backward pass).
     """
 
     def forward(self, x):

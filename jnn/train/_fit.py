@@ -258,23 +258,34 @@ class _StreamedModel(_SingleModel):
         t0 = time.perf_counter()
         order_key, step_key = jax.random.split(key)
         idx = self.feed.steps(order_key, ())
-        carry, position = (state, jnp.asarray(-1, jnp.int32)), dict(position or {})
+        done = {"carry": (state, jnp.asarray(-1, jnp.int32)), "position": dict(position or {})}
+
+        def dispatch(carry, chunk, last):
+            return self._chunk(False, carry, chunk, step_key, last)
+
+        def settle(before, chunk, last, new, out):
+            out = _sharding.host(out)
+            if not bool(out["finite"]):
+                (kept, bad), _ = self._chunk(True, before, chunk, step_key, last)
+                message = _nan_message(int(bad), epoch, int(kept.step))
+                return before, _loop.EpochOutcome(kept, None, "non_finite", message)
+            step = int(new[0].step)
+            done.update(carry=new, summary=out)
+            done["position"] = _position(done["position"], chunk, out, step, self.feed)
+            if between is not None and not last:
+                between(new[0], done["position"])
+            return new, None
+
+        chunks = _stream.placed_chunks(self.feed.chunks(idx, done["position"]))
         try:
-            for chunk, last in _stream.placed_chunks(self.feed.chunks(idx, position)):
-                new, out = self._chunk(False, carry, chunk, step_key, last)
-                out = _sharding.host(out)
-                if not bool(out["finite"]):
-                    (kept, bad), _ = self._chunk(True, carry, chunk, step_key, last)
-                    message = _nan_message(int(bad), epoch, int(kept.step))
-                    return _loop.EpochOutcome(kept, None, "non_finite", message)
-                carry, summary = new, out
-                position = _position(position, chunk, out, int(new[0].step), self.feed)
-                if between is not None and not last:
-                    between(new[0], position)
+            carry, stop = _stream.pipelined(chunks, done["carry"], dispatch, settle)
         except ValueError:
-            if between is not None and position.get("step"):
-                between(carry[0], position, force=True)  # what was trained is kept
+            if between is not None and done["position"].get("step"):
+                between(done["carry"][0], done["position"], force=True)  # what was trained is kept
             raise
+        if stop is not None:
+            return stop
+        position, summary = done["position"], done["summary"]
         summary = _stream.epoch_summary(position["sums"], summary)
         val = None
         if self.val_data is not None:

@@ -29,6 +29,7 @@ __all__ = [
     "build_chunk",
     "epoch_summary",
     "evaluate_stream",
+    "pipelined",
     "placed_chunks",
     "sums_of",
 ]
@@ -177,6 +178,47 @@ class Feed:
 
 
 _END = object()
+
+
+def pipelined(chunks, carry, dispatch: Callable, settle: Callable):
+    """Runs an epoch's chunks with each one dispatched before the previous one is read back.
+
+    The host's reading back and bookkeeping of chunk ``c`` (its finite check, running sums,
+    in-epoch checkpoint hook) then overlaps the device's work on chunk ``c + 1``, which starts
+    from chunk ``c``'s result before it is settled. When settling replaces that result (a
+    chunk run again guarded), chunk ``c + 1`` is dispatched again from the replacement, so the
+    results are those of running the chunks one after the other.
+
+    Args:
+      chunks: ``(chunk, last)`` pairs (:func:`placed_chunks`).
+      carry: the carry before the first chunk.
+      dispatch: ``(carry, chunk, last) -> (new, out)``, asynchronous (a jitted call).
+      settle: ``(before, chunk, last, new, out) -> (carry_after, stop)``: reads ``out`` back;
+        ``stop`` not ``None`` ends the epoch (it is returned).
+
+    Returns:
+      ``(carry, stop)``: the carry after the last settled chunk and ``stop`` (or ``None``).
+      A ``ValueError`` from ``chunks`` is raised after the chunk in flight is settled (what
+      was trained is kept).
+    """
+    pending = None
+    try:
+        for chunk, last in chunks:
+            start = carry if pending is None else pending[3]
+            new, out = dispatch(start, chunk, last)
+            if pending is not None:
+                carry, stop = settle(*pending)
+                if stop is not None:
+                    return carry, stop
+                if carry is not start:  # the previous chunk was replaced: so is this one
+                    start = carry
+                    new, out = dispatch(start, chunk, last)
+            pending = (start, chunk, last, new, out)
+    except ValueError:
+        if pending is not None:
+            settle(*pending)
+        raise
+    return (carry, None) if pending is None else settle(*pending)
 
 
 def placed_chunks(chunks: Iterator, depth: int = 1) -> Iterator[tuple]:
