@@ -8,10 +8,11 @@ import re
 import chex
 import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jnn import losses, nn, optim, train
+from jnn import ensemble, init, losses, nn, optim, train
 
 _MODEL = nn.Serial(nn.Dense(16), nn.Relu(), nn.Dense(4))
 _LOSS = losses.softmax_cross_entropy
@@ -358,3 +359,48 @@ def test_models_with_xla_convolutions_train_one_call_per_step_on_cpu():
     assert isinstance(stream, _feed.ArrayStream) and steps == 1
     assert _feed.per_step_stream(im2col, (x, y), None, shape, None) == (None, None)
     assert _feed.per_step_stream(foreign, (x, y), None, shape, 4) == (None, 4)  # the user's
+
+
+def _ones_until(limit):
+    """A linear unit on all-ones inputs, SGD(1), loss -out: out after step k is 3k (2 weights +
+    1 bias), and the loss turns NaN once out > limit (limit 3k - 1: the last finite state is
+    step k's)."""
+
+    def loss(out, target):
+        del target
+        return jnp.where(out[:, 0] > limit, jnp.nan, -out[:, 0])
+
+    return nn.Serial(nn.Dense(1, w_init=init.constant(0.0))), loss
+
+
+@pytest.mark.parametrize("chunk_steps", [1, 2, 3])
+def test_a_streamed_epoch_stops_at_the_first_non_finite_step_wherever_it_falls(chunk_steps):
+    """Chunk c + 1 is dispatched before chunk c is read back: a NaN in any chunk (first, middle,
+    last of an epoch, or across epochs) still stops at its step with the last finite state."""
+    x, y = np.ones((32, 2), np.float32), np.zeros((32,), np.float32)  # 4 steps per epoch
+    for bad_step in range(1, 10):
+        model, loss = _ones_until(3.0 * bad_step - 1.0)
+        kw = dict(epochs=4, batch_size=8, key=jax.random.key(0), progress=False)
+        res = train.fit(
+            model, loss, optim.sgd(1.0), (x, y), memory_budget=0, chunk_steps=chunk_steps, **kw
+        )
+        assert res.stopped == "non_finite" and f"step {bad_step}" in res.message, bad_step
+        assert int(res.state.step) == bad_step and len(res.history) == bad_step // 4
+        np.testing.assert_array_equal(res.state.params["dense_0"]["w"], float(bad_step))
+
+
+@pytest.mark.parametrize("chunk_steps", [1, 2])
+def test_a_streamed_ensemble_freezes_a_diverging_member_as_the_resident_one(chunk_steps):
+    """The guarded rerun of the chunk where a member diverges also reruns the chunk already
+    dispatched after it: every member ends as in the resident ensemble."""
+    x, y = _problem(n=64)
+    keys = jax.random.split(jax.random.key(2), 3)
+    kw = dict(epochs=3, batch_size=_B, keys=keys, shuffle="shared", progress=False)
+    hp = {"learning_rate": [0.05, 1e6, 0.1]}
+    fit = lambda **extra: ensemble.fit(
+        _MODEL, _LOSS, optim.sgd, (x, y), hyperparams=hp, **kw, **extra
+    )
+    resident, streamed = fit(), fit(memory_budget=0, chunk_steps=chunk_steps)
+    assert list(streamed.alive) == list(resident.alive) == [True, False, True]
+    assert streamed.diverged[1]["step"] == resident.diverged[1]["step"]
+    chex.assert_trees_all_close(streamed.state.params, resident.state.params, rtol=1e-6)
