@@ -122,15 +122,20 @@ def _concatenated_im2col(x, w, strides, pads):
     return lax.dot_general(patches, wmat, (((patches.ndim - 1,), (0,)), ((), ())))
 
 
-def _in_scan(fn, x, *args, length=20):
-    """Microseconds per step of ``fn``'s forward + backward inside a ``lax.scan``."""
+def _in_scan(fn, *args, length=20):
+    """Microseconds per step of ``fn``'s forward + backward (gradients of every argument, as
+    in training: the input's and the weights') inside a ``lax.scan``; the arguments are the
+    program's inputs, not constants XLA could fold."""
 
-    def body(c, _):
-        y, vjp = jax.vjp(lambda x: fn(x, *args), x + c)
-        return c + 1e-9 * jnp.sum(vjp(y)[0]), None
+    def steps(*args):
+        def body(c, _):
+            y, vjp = jax.vjp(fn, args[0] + c, *args[1:])
+            return c + 1e-9 * sum(jnp.sum(g) for g in vjp(y)), None
 
-    run = jax.jit(lambda x: lax.scan(body, jnp.zeros((), x.dtype), None, length=length)[0])
-    return 1e6 * median_seconds(lambda: run(x), 9) / length
+        return lax.scan(body, jnp.zeros((), args[0].dtype), None, length=length)[0]
+
+    run = jax.jit(steps)
+    return 1e6 * median_seconds(lambda: run(*args), 9) / length
 
 
 def layer_table(repeats):
@@ -138,7 +143,8 @@ def layer_table(repeats):
     rng = np.random.default_rng(0)
     rand = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)
     conv = lambda layer: lambda x, w: layer.apply({"w": w, "b": jnp.zeros(w.shape[-1])}, {}, x)[0]
-    print("\n| layer | layout | µs per step in a scan (fwd + bwd) |\n|---|---|---:|")
+    print("\n| layer | layout | µs per step in a scan (fwd + bwd), median of rounds |")
+    print("|---|---|---:|")
     for length, cin in ((40, 1), (20, 64), (10, 64)):
         x, w = rand(64, length, cin), rand(5, cin, 64)
         name = f"Conv 5 x {cin} -> 64 on (64, {length}, {cin})"
@@ -149,9 +155,12 @@ def layer_table(repeats):
             "im2col, stacked (now)": conv(nn.Conv(64, 5, lowering="im2col")),
             "XLA conv": conv(nn.Conv(64, 5, lowering="xla")),
         }
-        for _ in range(repeats // 3 or 1):
+        times = {form: [] for form in forms}
+        for _ in range(repeats):  # interleaved rounds, medians
             for form, fn in forms.items():
-                print(f"| {name} | {form} | {_in_scan(fn, x, w):.0f} |", flush=True)
+                times[form].append(_in_scan(fn, x, w))
+        for form, t in times.items():
+            print(f"| {name} | {form} | {statistics.median(t):.0f} |", flush=True)
     for shape, window in (((64, 40, 64), (2,)), ((32, 16, 16, 32), (2, 2))):
         x = rand(*shape)
         for cls in (nn.MaxPool, nn.AvgPool):

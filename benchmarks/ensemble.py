@@ -3,7 +3,9 @@
 jitted steps, a hand-written donated ``jit(vmap(step))`` with Optax, and PyTorch
 ``torch.func`` (``stack_module_state`` + ``functional_call`` + ``vmap``) with stacked fused
 Adam, all in the same process; repeats interleaved round-robin, medians after warm-up,
-``block_until_ready`` / ``.item()`` at the end of each timed block.
+``block_until_ready`` / ``.item()`` at the end of each timed block. Beside them, at each K,
+the rate XLA:CPU runs the hidden layers' batched dots at alone (the ceiling of a vmapped
+step) and the same flops as one matmul.
 
     python benchmarks/ensemble.py results   [--seeds 0,1,2] [--markdown FILE]
     python benchmarks/ensemble.py speed     [--repeats 5] [--markdown FILE]
@@ -289,6 +291,34 @@ def matmul_peak():
     return matmul_rate(2048)
 
 
+def _median_call(fn, *args, calls=20, repeats=7):
+    """Median seconds of one call of ``fn`` (blocks of ``calls`` after a warm-up)."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            out = fn(*args)
+        jax.block_until_ready(out)
+        times.append((time.perf_counter() - t0) / calls)
+    return statistics.median(times)
+
+
+def dot_ceiling(k):
+    """GFLOP/s of the matmuls K members of the MLP do, alone, as XLA:CPU runs them: each
+    hidden layer's ``(K, B, in) @ (K, in, out)`` batched dot (per-member inputs, as after the
+    first layer), against the same flops as one ``(K * B, in) @ (in, out)`` matmul."""
+    rng = np.random.default_rng(0)
+    flops = batched = single = 0.0
+    for a, b in zip(SIZES[1:-1], SIZES[2:], strict=True):
+        x = jnp.asarray(rng.normal(size=(k, BATCH, a)), jnp.float32)
+        w = jnp.asarray(rng.normal(size=(k, a, b)), jnp.float32)
+        flops += 2 * k * BATCH * a * b
+        batched += _median_call(jax.jit(lambda x, w: jnp.einsum("kbi,kio->kbo", x, w)), x, w)
+        single += _median_call(jax.jit(lambda x, w: x.reshape(-1, x.shape[-1]) @ w[0]), x, w)
+    return flops / batched / 1e9, flops / single / 1e9
+
+
 def speed(repeats, markdown=None):
     try:
         import torch  # noqa: F401
@@ -307,8 +337,9 @@ def speed(repeats, markdown=None):
         }
     flops = 3 * 2 * BATCH * sum(a * b for a, b in zip(SIZES[:-1], SIZES[1:], strict=True))
     peak = matmul_peak()
-    table, compiles = {}, {}
+    table, compiles, ceilings = {}, {}, {}
     for k in (1, 4, 16, 64):
+        ceilings[k] = dot_ceiling(k)
         runs = {name: build(k) for name, build in contenders.items()}
         rates = {name: [] for name in runs}
         names = list(runs)
@@ -371,6 +402,24 @@ def speed(repeats, markdown=None):
         + " | ".join(
             f"{table[k]['jnn ensemble.fit (scanned epoch)'] * flops / 1e9:.0f}" for k in table
         )
+        + " |"
+    )
+    lines.append(
+        "| jnn fit, % of the 2048² matmul rate | "
+        + " | ".join(
+            f"{100 * table[k]['jnn ensemble.fit (scanned epoch)'] * flops / 1e9 / peak:.0f}%"
+            for k in table
+        )
+        + " |"
+    )
+    lines.append(
+        "| ceiling: the hidden layers' batched dots alone, GFLOP/s (% of 2048²) | "
+        + " | ".join(f"{c[0]:.0f} ({100 * c[0] / peak:.0f}%)" for c in ceilings.values())
+        + " |"
+    )
+    lines.append(
+        "| the same flops as one (K·B, in) @ (in, out) matmul, GFLOP/s | "
+        + " | ".join(f"{c[1]:.0f}" for c in ceilings.values())
         + " |"
     )
     lines.append(
