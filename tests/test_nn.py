@@ -179,10 +179,11 @@ def _conv_cases():
     return [((5,), 1, "SAME"), ((4,), 3, "VALID"), ((3, 3), 1, "VALID"), ((3, 2), (2, 1), "SAME")]
 
 
+@pytest.mark.parametrize("channels", [1, 3])  # one channel: im2col's 2-D matmul
 @pytest.mark.parametrize(("kernel", "strides", "padding"), _conv_cases())
-def test_conv_lowerings_match_flax(key, kernel, strides, padding):
+def test_conv_lowerings_match_flax(key, kernel, strides, padding, channels):
     spatial = (11,) if len(kernel) == 1 else (9, 8)
-    shape = (2, *spatial, 3)
+    shape = (2, *spatial, channels)
     x = jnp.asarray(_rand(3, shape))
     params, _ = _fake_init(nn.Conv(4, kernel, strides, padding), shape)
     ref_layer = fnn.Conv(4, kernel_size=kernel, strides=strides, padding=padding)
@@ -192,6 +193,28 @@ def test_conv_lowerings_match_flax(key, kernel, strides, padding):
         layer = nn.Conv(4, kernel, strides, padding, lowering=lowering)
         y = jax.jit(lambda p, x, layer=layer: layer.apply(p, {}, x)[0])(params, x)
         np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5, err_msg=lowering)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize(("kernel", "strides", "padding"), _conv_cases())
+def test_conv_lowering_gradients_match_flax(kernel, strides, padding, channels):
+    spatial = (11,) if len(kernel) == 1 else (9, 8)
+    shape = (2, *spatial, channels)
+    x = jnp.asarray(_rand(5, shape))
+    params, _ = _fake_init(nn.Conv(4, kernel, strides, padding), shape)
+    ref_layer = fnn.Conv(4, kernel_size=kernel, strides=strides, padding=padding)
+
+    def ref_loss(p, x):
+        with _flax():
+            out = ref_layer.apply({"params": {"kernel": p["w"], "bias": p["b"]}}, x)
+        return jnp.sum(jnp.sin(out))
+
+    want = jax.grad(ref_loss, argnums=(0, 1))(params, x)
+    for lowering in ("im2col", "xla"):
+        layer = nn.Conv(4, kernel, strides, padding, lowering=lowering)
+        loss = lambda p, x, layer=layer: jnp.sum(jnp.sin(layer.apply(p, {}, x)[0]))
+        got = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x)
+        chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_conv_lowerings_agree_float64(key):

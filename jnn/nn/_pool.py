@@ -68,7 +68,7 @@ class MaxPool(_Pool):
         the input) raises ``ValueError`` at ``init`` / ``apply`` instead of an empty output.
       lowering: ``"xla"`` (``lax.reduce_window``), ``"im2col"`` (elementwise max of strided
         slices) or ``"auto"`` (:func:`jnn.nn.default_lowering`: ``"im2col"`` on CPU, where the
-        backward pass of ``reduce_window``'s max (``select_and_scatter``) ran 3-7x slower
+        backward pass of ``reduce_window``'s max (``select_and_scatter``) ran 7-22x slower
         inside ``lax.scan`` than the sliced one; ``"xla"`` elsewhere). The same outputs, and
         the same gradients except at ties within a window, where ``"xla"`` gives the whole
         gradient to the first maximum and ``"im2col"`` shares it equally (as ``jnp.max``).
