@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jnn import _memo, _tree
+from jnn._compile import one_shot_jit
 from jnn._dtypes import at_least_float32
 from jnn._foreign import as_model
 
@@ -125,7 +126,9 @@ def intermediates_program(model, train: bool = False):
 
 @_memo.cached
 def _intermediates_program(model, train: bool):
-    return jax.jit(lambda p, s, x, k: model.apply_intermediates(p, s, x, key=k, train=train)[2])
+    return one_shot_jit(
+        lambda p, s, x, k: model.apply_intermediates(p, s, x, key=k, train=train)[2]
+    )
 
 
 def program_inputs(tree):

@@ -11,6 +11,7 @@ import numpy as np
 from jnn import _memo
 from jnn import losses as _losses
 from jnn import metrics as _metrics
+from jnn._compile import one_shot_jit
 from jnn._foreign import as_model
 from jnn.ensemble import _hparams
 from jnn.ensemble._members import map_members, num_members_of
@@ -71,7 +72,9 @@ def _alive_mask(members, k):
 
 @_memo.cached
 def _predict_program(model, chunk):
-    return jax.jit(lambda p, s, x, alive: mix(member_log_probs(model, p, s, x, None, chunk), alive))
+    return one_shot_jit(
+        lambda p, s, x, alive: mix(member_log_probs(model, p, s, x, None, chunk), alive)
+    )
 
 
 def predict(model, ensemble_state, x, *, members=None, member_chunk: int | None = None):
@@ -115,7 +118,7 @@ def _evaluate_program(model, chunk, bins):
             "disagreement": _metrics.disagreement(probs),
         }
 
-    return jax.jit(run)
+    return one_shot_jit(run)
 
 
 def _select(tree, index):

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from jnn import _memo
+from jnn._compile import one_shot_jit
 from jnn._foreign import as_model
 from jnn._keys import as_keys
 from jnn.ensemble import _hparams
@@ -23,7 +24,9 @@ def member_init(model, optimizer, key, hp, input_shape, dtype):
 
 @_memo.cached
 def _init_program(model, optimizer, input_shape, dtype):
-    return jax.jit(jax.vmap(lambda k, hp: member_init(model, optimizer, k, hp, input_shape, dtype)))
+    return one_shot_jit(
+        jax.vmap(lambda k, hp: member_init(model, optimizer, k, hp, input_shape, dtype))
+    )
 
 
 def init(model, optimizer, keys, input_shape, dtype=None, *, hyperparams=None) -> TrainState:

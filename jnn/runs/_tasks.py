@@ -150,9 +150,10 @@ def prepare(config: RunConfig, ds):
 
 def predict(model, params, model_state, x):
     """The model's raw outputs on ``x`` in inference mode (host NumPy, float64)."""
-    import jax
+    from jnn._compile import one_shot_jit
 
-    outputs, _ = jax.jit(lambda p, s, x: model.apply(p, s, x, train=False))(params, model_state, x)
+    forward = one_shot_jit(lambda p, s, x: model.apply(p, s, x, train=False))
+    outputs, _ = forward(params, model_state, x)
     return np.asarray(outputs, np.float64)
 
 

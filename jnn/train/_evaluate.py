@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from jnn import _memo
 from jnn import losses as _losses
+from jnn._compile import one_shot_jit
 from jnn._foreign import as_model
 from jnn.train._state import cast_inputs
 from jnn.train._step import at_least_float32
@@ -51,7 +52,7 @@ def mean_loss_and_accuracy(model, loss, params, model_state, x, y, chunk):
 @_memo.cached
 def evaluation_program(model, loss, chunk):
     """The jitted ``(params, model_state, x, y) -> (mean loss, accuracy)``."""
-    return jax.jit(lambda p, s, x, y: mean_loss_and_accuracy(model, loss, p, s, x, y, chunk))
+    return one_shot_jit(lambda p, s, x, y: mean_loss_and_accuracy(model, loss, p, s, x, y, chunk))
 
 
 def eval_chunk(num_examples: int, batch_size: int = EVAL_CHUNK) -> int:

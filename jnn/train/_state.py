@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jnn import _memo
+from jnn._compile import one_shot_jit
 from jnn._foreign import as_model
 from jnn._keys import as_key
 
@@ -40,7 +41,7 @@ def fresh_state(model, optimizer, key, input_shape, dtype=None) -> TrainState:
 @_memo.cached
 def _init_program(model, optimizer, input_shape, dtype):
     # One compiled program instead of one small eager dispatch (and compile) per leaf.
-    return jax.jit(lambda key: fresh_state(model, optimizer, key, input_shape, dtype))
+    return one_shot_jit(lambda key: fresh_state(model, optimizer, key, input_shape, dtype))
 
 
 def init(model, optimizer, key, input_shape, dtype=None) -> TrainState:
