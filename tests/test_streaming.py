@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from jnn import ensemble, init, losses, nn, optim, train
+from jnn.train import _stream
 
 _MODEL = nn.Serial(nn.Dense(16), nn.Relu(), nn.Dense(4))
 _LOSS = losses.softmax_cross_entropy
@@ -404,3 +405,49 @@ def test_a_streamed_ensemble_freezes_a_diverging_member_as_the_resident_one(chun
     assert list(streamed.alive) == list(resident.alive) == [True, False, True]
     assert streamed.diverged[1]["step"] == resident.diverged[1]["step"]
     chex.assert_trees_all_close(streamed.state.params, resident.state.params, rtol=1e-6)
+
+
+def _fake_epoch(n, replace_at=None, fail_chunks_at=None, fail_settle_at=None):
+    """``pipelined`` over ``n`` chunks whose carry counts them; a log of every call."""
+    log = []
+
+    def chunks():
+        for c in range(n):
+            if c == fail_chunks_at:
+                raise ValueError("bad batch")
+            yield c, c == n - 1
+
+    def dispatch(carry, chunk, last):
+        log.append(("dispatch", chunk, carry))
+        return carry + [chunk], None
+
+    def settle(before, chunk, last, new, out):
+        log.append(("settle", chunk))
+        if chunk == fail_settle_at:
+            raise ValueError("settle failed")
+        if chunk == replace_at:
+            return before + [f"{chunk}*"], None
+        return new, None
+
+    return log, lambda: _stream.pipelined(chunks(), [], dispatch, settle)
+
+
+def test_pipelined_dispatches_ahead_and_reruns_after_a_replaced_chunk():
+    log, run = _fake_epoch(3)
+    assert run() == ([0, 1, 2], None)
+    assert log == [("dispatch", 0, []), ("dispatch", 1, [0]), ("settle", 0),
+                   ("dispatch", 2, [0, 1]), ("settle", 1), ("settle", 2)]  # fmt: skip
+    log, run = _fake_epoch(3, replace_at=1)
+    assert run() == ([0, "1*", 2], None)
+    assert ("dispatch", 2, [0, "1*"]) in log  # chunk 2 again, from the replacement
+
+
+def test_pipelined_settles_the_chunk_in_flight_once_before_an_error_leaves():
+    log, run = _fake_epoch(4, fail_chunks_at=2)
+    with pytest.raises(ValueError, match="bad batch"):
+        run()
+    assert [e for e in log if e[0] == "settle"] == [("settle", 0), ("settle", 1)]
+    log, run = _fake_epoch(4, fail_settle_at=1)
+    with pytest.raises(ValueError, match="settle failed"):
+        run()
+    assert [e for e in log if e[0] == "settle"] == [("settle", 0), ("settle", 1)]

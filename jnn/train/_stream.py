@@ -207,7 +207,8 @@ def pipelined(chunks, carry, dispatch: Callable, settle: Callable):
             start = carry if pending is None else pending[3]
             new, out = dispatch(start, chunk, last)
             if pending is not None:
-                carry, stop = settle(*pending)
+                previous, pending = pending, None  # an error in settle does not settle it again
+                carry, stop = settle(*previous)
                 if stop is not None:
                     return carry, stop
                 if carry is not start:  # the previous chunk was replaced: so is this one
